@@ -12,6 +12,7 @@ from . import __version__
 from .card import ModelCard
 from .catalog import bundled_models, resolve_checkpoint
 from .checkpoint import import_state_dict, read_card
+from .cli_segment import add_segment_parser
 from .models import ARCHITECTURES, build_model
 
 __all__ = ["main"]
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", required=True, help="model card JSON (architecture, arguments, inputs, labels, ...)")
     p.add_argument("--output", required=True, help="the .safetensors file to write")
     p.set_defaults(func=cmd_import)
+    add_segment_parser(sub)
     return parser
 
 
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, ValueError, KeyError, MemoryError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"medseg {args.command}: error: {message}", file=sys.stderr)
         return 2

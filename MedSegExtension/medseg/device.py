@@ -1,0 +1,104 @@
+"""Devices, precision and the out-of-memory fallback shared by inference and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["DEVICES", "PRECISIONS", "FallbackRunner", "autocast", "available_devices", "resolve_device"]
+
+log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first (for the Slicer device picker)."""
+    found = []
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return [*found, "cpu"]
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is absent is a clear error."""
+    text = str(name)
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if text.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {text!r}; use one of {', '.join(DEVICES)} (cuda:N for a given GPU)")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {text!r} asked for but this PyTorch sees no CUDA GPU ({torch.__version__}); use "
+                         f"--device cpu, or install a CUDA build of torch (README, GPU)")
+    if text == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' asked for but Apple's Metal backend is not available; use --device cpu")
+    return torch.device(text)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: fp16 autocast on CUDA (where it pays); fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 autocast is for GPUs; on the CPU use precision bf16 or fp32")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class FallbackRunner:
+    """Runs `fn` on batches; on out-of-memory halves the batch, and at one window moves to the CPU.
+
+    Args:
+        fn: ``fn(batch_on_device, device) -> Tensor``.
+        device: where to start.
+        batch_size: windows per call to start with.
+        on_cpu_fallback: called once when the work moves to the CPU (to move the model).
+    """
+
+    def __init__(self, fn: Callable[[Tensor, torch.device], Tensor], device: torch.device, batch_size: int,
+                 on_cpu_fallback: Callable[[], None] | None = None):
+        self.fn, self.device, self.batch_size, self.on_cpu_fallback = fn, device, batch_size, on_cpu_fallback
+
+    def _chunks(self, x: Tensor) -> Iterator[Tensor]:
+        for i in range(0, x.shape[0], self.batch_size):
+            yield x[i: i + self.batch_size]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        while True:
+            try:
+                return torch.cat([self.fn(chunk.to(self.device), self.device) for chunk in self._chunks(x)])
+            except torch.OutOfMemoryError:
+                self._shrink()
+
+    def _shrink(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size > 1:
+            self.batch_size //= 2
+            log.warning("out of memory on %s: retrying with %d window(s) per batch", self.device, self.batch_size)
+            return
+        if self.device.type == "cpu":
+            raise MemoryError("out of memory on the CPU even with one window per batch; crop the volume to a "
+                              "region of interest (--roi) or use a machine with more memory")
+        log.warning("out of memory on %s with one window: continuing on the CPU (slower)", self.device)
+        self.device = torch.device("cpu")
+        if self.on_cpu_fallback is not None:
+            self.on_cpu_fallback()

@@ -1,0 +1,370 @@
+"""The in-memory inference API behind the Slicer "Segment" button, ``medseg segment`` and the benchmarks.
+
+>>> segmenter = Segmenter("hippocampus-unet3d", device="auto")     # loads once; reuse for many volumes
+>>> result = segmenter.segment(image, geometry, SegmentOptions(tta=True, uncertainty=True))
+>>> result.labels.shape == image.shape, result.measurements[0].volume_ml
+
+Steps: check the channels against the card -> crop to the ROI -> normalise -> resample to the model's
+spacing -> sliding-window inference (Gaussian-blended, optional mirroring TTA, 2D networks slice by slice)
+-> back to the input grid (probabilities resampled, then arg-max) -> paste the ROI back -> post-process
+-> Grad-CAM -> measure. Every output is on the input's exact grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .card import ModelCard
+from .catalog import resolve_checkpoint
+from .checkpoint import LoadedModel, load_checkpoint
+from .device import FallbackRunner, autocast, resolve_device, resolve_precision
+from .geometry import Geometry
+from .io import check_volume
+from .measure import LabelMeasurement, measure_labels
+from .postprocess import PostprocessOptions, postprocess
+from .preprocess import crop_roi, normalize, paste_roi, resample, target_shape
+from .sliding_window import CancelToken, Progress, StitchOutputs, WindowOptions, sliding_window
+
+__all__ = ["SegmentOptions", "SegmentationResult", "Segmenter"]
+
+log = logging.getLogger(__name__)
+_SPACING_TOLERANCE = 0.01  # resample only when the spacing differs from the model's by more than 1 %
+_RING_FP16_BYTES = 1 << 30  # class sums above this size accumulate in float16
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Per-run options (the model and device belong to the :class:`Segmenter`).
+
+    Attributes:
+        overlap: window overlap in [0, 1); 0.5 as nnU-Net, 0.25 is faster.
+        tta: mirroring test-time augmentation over every flip combination (8 passes in 3D, 4 in 2D).
+        batch_size: windows per forward (None: 1 on the CPU, 4 on a GPU; halved on out-of-memory).
+        precision: auto (fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.
+        probabilities: return every class's probability map.
+        uncertainty: return the normalised entropy map (and the TTA variance map with ``tta``).
+        activation_classes: label names or ids to explain with Grad-CAM.
+        activation_layer: module name for Grad-CAM (None: ``explain.default_cam_layer``).
+        roi: (i0, i1, j0, j1, k0, k1) half-open index box; results are pasted back into the full grid.
+        postprocess: connected-component clean-up per label.
+        measure: compute per-label measurements.
+        prune_level, accurate: UNet++ only; level 1-4 and head averaging.
+        sigma_scale, border_margin: window blending and mirrored border (see ``sliding_window``).
+        resample: run at the model card's spacing (when it differs from the input's by over 1 %).
+    """
+
+    overlap: float = 0.5
+    tta: bool = False
+    batch_size: int | None = None
+    precision: str = "auto"
+    probabilities: bool = False
+    uncertainty: bool = False
+    activation_classes: tuple[str | int, ...] = ()
+    activation_layer: str | None = None
+    roi: tuple[int, int, int, int, int, int] | None = None
+    postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+    measure: bool = True
+    prune_level: int | None = None
+    accurate: bool = False
+    sigma_scale: float = 0.125
+    border_margin: int = 0
+    resample: bool = True
+
+
+@dataclass
+class SegmentationResult:
+    """Everything one run produced, on the input's grid (arrays indexed [k, j, i])."""
+
+    labels: np.ndarray
+    geometry: Geometry
+    card: ModelCard
+    probabilities: np.ndarray | None = None  # (K, Z, Y, X) float32
+    entropy: np.ndarray | None = None  # (Z, Y, X) in [0, 1]
+    tta_variance: np.ndarray | None = None  # (Z, Y, X): variance over flips of the chosen class's probability
+    activations: dict[str, np.ndarray] = field(default_factory=dict)  # label name -> Grad-CAM in [0, 1]
+    measurements: list[LabelMeasurement] = field(default_factory=list)
+    postprocessing: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # device, precision, windows, seconds, options
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready summary: model, geometry, measurements, post-processing, run information."""
+        return {
+            "model": {"name": self.card.name, "architecture": self.card.architecture,
+                      "engine_version": self.card.engine_version},
+            "geometry": {"shape_kji": list(self.labels.shape), "spacing_mm": list(self.geometry.spacing),
+                         "origin_lps_mm": list(self.geometry.origin),
+                         "direction": [list(r) for r in self.geometry.direction]},
+            "coordinates": "centroids and boxes in LPS (ITK/DICOM) and RAS (Slicer) millimetres",
+            "labels": [m.to_dict() for m in self.measurements],
+            "postprocessing": self.postprocessing,
+            "run": self.info,
+        }
+
+
+def _flip_sets(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
+    """Flip axes of a `(B, C, *spatial)` tensor for each pass: () alone, or every combination (nnU-Net)."""
+    axes = tuple(range(2, 2 + spatial_dims))
+    if not tta:
+        return [()]
+    return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
+class Segmenter:
+    """A loaded model on its device, ready to segment many volumes (Slicer keeps one per model).
+
+    Args:
+        model: bundled model name, checkpoint path, or an already loaded :class:`LoadedModel`.
+        device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps.
+        threads: CPU threads for torch (None: torch's default, one per physical core).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | LoadedModel, device: str = "auto",
+                 threads: int | None = None):
+        self.device = resolve_device(device)
+        if threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
+        loaded = model if isinstance(model, LoadedModel) else load_checkpoint(resolve_checkpoint(model))
+        self.card, self.path = loaded.card, loaded.path
+        self.model = loaded.model.to(self.device).eval()
+        divisor = self.model.size_divisor
+        if any(p % divisor for p in self.card.patch_size):
+            raise ValueError(f"model {self.card.name!r}: patch_size {list(self.card.patch_size)} must be multiples "
+                             f"of {divisor} for {self.card.architecture}; fix the card")
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def _channels(self, channels: np.ndarray | Sequence[np.ndarray], geometry: Geometry) -> np.ndarray:
+        if isinstance(channels, np.ndarray):
+            arrays = list(channels) if channels.ndim == 4 else [channels]
+        else:
+            arrays = list(channels)
+        names = [c.name for c in self.card.inputs]
+        if len(arrays) != len(names):
+            raise ValueError(f"model {self.card.name!r} expects {len(names)} input channel(s) ({', '.join(names)}) "
+                             f"but {len(arrays)} were given; give one volume per channel in that order")
+        for array, name in zip(arrays, names, strict=True):
+            check_volume(np.asarray(array), geometry, f"input channel {name!r}")
+        shapes = {np.asarray(a).shape for a in arrays}
+        if len(shapes) > 1:
+            raise ValueError(f"input channels {', '.join(names)} have different shapes {sorted(shapes)}; resample "
+                             f"them onto one grid (the first channel's)")
+        return np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
+
+    def _set_unetpp(self, options: SegmentOptions) -> None:
+        if hasattr(self.model, "set_inference"):
+            self.model.set_inference(prune_level=options.prune_level or 4, accurate=options.accurate)
+        elif options.prune_level is not None or options.accurate:
+            raise ValueError(f"prune_level and accurate mode are UNet++ options; model {self.card.name!r} is "
+                             f"{self.card.architecture}")
+
+    # -- the network on windows -----------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, device: torch.device, precision: str, flips: list[tuple[int, ...]],
+                 two_d: bool) -> torch.Tensor:
+        if two_d:
+            x = x[:, :, 0]
+        if device.type == "cpu" and precision == "fp16":
+            precision = "fp32"
+        outs = []
+        with torch.no_grad(), autocast(device, precision):
+            for axes in flips:
+                y = self.model(x.flip(axes) if axes else x).float().softmax(1)
+                outs.append(y.flip(axes) if axes else y)
+        y = torch.stack(outs, 1)
+        return y[:, :, :, None] if two_d else y
+
+    def _runner(self, fn, batch_size: int | None, ring_device: torch.device) -> FallbackRunner:
+        batch = batch_size or (4 if self.device.type == "cuda" else 1)
+
+        def to_cpu() -> None:
+            self.model.to("cpu")
+
+        runner = FallbackRunner(lambda x, dev: fn(x, dev).to(ring_device), self.device, batch, to_cpu)
+        return runner
+
+    def _window_options(self, x: torch.Tensor, options: SegmentOptions, keep: tuple[int, ...], passes: int,
+                        batch: int) -> tuple[WindowOptions, torch.device]:
+        classes = len(self.card.labels)
+        total = passes * classes * int(np.prod(x.shape[1:])) * 4
+        ring_device = self.device if self.device.type == "cuda" and total < (2 << 30) else torch.device("cpu")
+        window = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
+        return WindowOptions(window, options.overlap, options.sigma_scale, batch, options.border_margin, keep,
+                             entropy=options.uncertainty, variance=options.uncertainty and passes > 1,
+                             accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32
+                             ), ring_device
+
+    def _axes_order(self) -> list[int]:
+        """Array axes in network order: 2D networks take slices along ``card.slice_axis`` (moved first)."""
+        if self.card.spatial_dims == 3:
+            return [0, 1, 2]
+        a = self.card.slice_axis
+        return [a] + [i for i in range(3) if i != a]
+
+    def _stitch(self, x: torch.Tensor, options: SegmentOptions, keep: tuple[int, ...], fn, passes: int,
+                classes: int, progress: Progress | None, cancel: CancelToken | None) -> StitchOutputs:
+        """Sliding window over `x` `(C, Z, Y, X)` in array order; outputs come back in array order."""
+        order = self._axes_order()
+        xt = x.permute(0, *(1 + a for a in order))
+        batch = options.batch_size or (4 if self.device.type == "cuda" else 1)
+        if self.card.spatial_dims == 2:
+            batch = options.batch_size or 16
+        win, ring_device = self._window_options(xt, options, keep, passes, batch)
+        runner = self._runner(fn, batch, ring_device)
+        out = sliding_window(xt, runner, classes, win, passes, progress, cancel, device=ring_device)
+        back = list(np.argsort(order))
+        out.labels = out.labels.transpose(back)
+        out.probabilities = {k: v.transpose(back) for k, v in out.probabilities.items()}
+        out.entropy = None if out.entropy is None else out.entropy.transpose(back)
+        out.variance = None if out.variance is None else out.variance.transpose(back)
+        return out
+
+    # -- the run ----------------------------------------------------------------------------------------------
+    def segment(self, channels: np.ndarray | Sequence[np.ndarray], geometry: Geometry,
+                options: SegmentOptions | None = None, progress: Progress | None = None,
+                cancel: CancelToken | None = None) -> SegmentationResult:
+        """Segment one volume.
+
+        Args:
+            channels: `(Z, Y, X)` for a one-channel model, else `(C, Z, Y, X)` or a list of `(Z, Y, X)` arrays in
+                the card's channel order, indexed [k, j, i].
+            geometry: the channels' common geometry.
+            options: per-run options.
+            progress: called with (fraction, message); the network pass is 0-0.9 of the work.
+            cancel: a :class:`CancelToken`; when set, :class:`Cancelled` is raised and nothing is returned.
+
+        Returns:
+            A :class:`SegmentationResult` on the input's exact grid.
+        """
+        options = options or SegmentOptions()
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        image = self._channels(channels, geometry)
+        self._set_unetpp(options)
+        cam_labels = [self.card.label(c) for c in options.activation_classes]
+        precision = resolve_precision(options.precision, self.device)
+        cropped, roi_geometry, box = crop_roi(image, geometry, options.roi)
+        x = torch.from_numpy(normalize(cropped, [c.normalization for c in self.card.inputs]))
+        net_shape = self._net_shape(cropped.shape[1:], roi_geometry, options)
+        x = resample(x, net_shape)
+        seconds["preprocess"] = time.perf_counter() - t
+        result = self._predict(x, cropped.shape[1:], options, precision, progress, cancel)
+        seconds["inference"] = time.perf_counter() - t - seconds["preprocess"]
+        labels = paste_roi(result["labels"], image.shape[1:], box)
+        res = SegmentationResult(labels, geometry, self.card)
+        self._finish(res, result, image, box, roi_geometry, options, seconds, precision, x, cam_labels, cancel)
+        if progress is not None:
+            progress(1.0, "done")
+        return res
+
+    def _net_shape(self, shape: Sequence[int], geometry: Geometry, options: SegmentOptions) -> tuple[int, ...]:
+        if not options.resample or self.card.spacing is None:
+            return tuple(shape)
+        ratio = np.asarray(geometry.spacing) / np.asarray(self.card.spacing)
+        if np.all(np.abs(ratio - 1) <= _SPACING_TOLERANCE):
+            return tuple(shape)
+        spacing = list(self.card.spacing)
+        if self.card.spatial_dims == 2:  # slices keep their own thickness
+            spacing[2 - self.card.slice_axis] = geometry.spacing[2 - self.card.slice_axis]
+        return target_shape(shape, geometry, spacing)
+
+    def _predict(self, x: torch.Tensor, shape: Sequence[int], options: SegmentOptions, precision: str,
+                 progress: Progress | None, cancel: CancelToken | None) -> dict[str, Any]:
+        """Network pass over `x` (model grid), then back to `shape` (the cropped input grid)."""
+        classes = len(self.card.labels)
+        flips = _flip_sets(self.card.spatial_dims, options.tta)
+        resampled = tuple(x.shape[1:]) != tuple(shape)
+        keep = tuple(range(classes)) if (options.probabilities or resampled) else ()
+        two_d = self.card.spatial_dims == 2
+
+        def fn(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
+            return self._forward(xb, device, precision, flips, two_d)
+
+        def scaled(fraction: float, message: str) -> None:
+            if progress is not None:
+                progress(0.9 * fraction, message)
+
+        out = self._stitch(x, options, keep, fn, len(flips), classes, scaled, cancel)
+        voxel_ml = float(np.prod(self.card.spacing)) / 1000 if resampled else None
+        result: dict[str, Any] = {"windows": out.windows, "passes": len(flips), "pass_counts": out.pass_counts,
+                                  "pass_voxel_ml": voxel_ml, "entropy": out.entropy, "variance": out.variance}
+        if not resampled:
+            result["labels"] = out.labels
+            result["probabilities"] = np.stack([out.probabilities[k] for k in keep]) if keep else None
+            return result
+        probs = resample(torch.from_numpy(np.stack([out.probabilities[k] for k in keep])), shape)
+        result["labels"] = probs.argmax(0).numpy().astype(out.labels.dtype)
+        result["probabilities"] = probs.numpy() if options.probabilities else None
+        for key in ("entropy", "variance"):
+            if result[key] is not None:
+                result[key] = resample(torch.from_numpy(result[key])[None], shape)[0].numpy()
+        return result
+
+    def _finish(self, res: SegmentationResult, result: dict[str, Any], image: np.ndarray, box, roi_geometry,
+                options: SegmentOptions, seconds: dict[str, float], precision: str, x: torch.Tensor,
+                cam_labels, cancel: CancelToken | None) -> None:
+        """Paste back, post-process, explain and measure; fill the result's info."""
+        t = time.perf_counter()
+        shape = image.shape[1:]
+        if result["probabilities"] is not None:
+            probs = result["probabilities"]
+            res.probabilities = np.stack([paste_roi(p, shape, box, fill=1.0 if k == 0 else 0.0)
+                                          for k, p in enumerate(probs)])
+        res.entropy = None if result["entropy"] is None else paste_roi(result["entropy"], shape, box)
+        res.tta_variance = None if result["variance"] is None else paste_roi(result["variance"], shape, box)
+        ids = [label.id for label in self.card.foreground_labels]
+        res.labels, res.postprocessing = postprocess(res.labels, res.geometry, options.postprocess, ids)
+        seconds["postprocess"] = time.perf_counter() - t
+        for label in cam_labels:
+            if cancel is not None:
+                cancel.check()
+            cam = self._grad_cam(x, label.id, options, image.shape[1:] if box is None else
+                                 tuple(hi - lo for lo, hi in box), cancel)
+            res.activations[label.name] = paste_roi(cam, shape, box)
+        seconds["activation"] = time.perf_counter() - t - seconds["postprocess"]
+        if options.measure:
+            res.measurements = measure_labels(res.labels, res.geometry, self.card.labels, image=image[0],
+                                              probabilities=res.probabilities,
+                                              volume_passes_ml=self._pass_volumes(result, res.geometry))
+        seconds["measure"] = time.perf_counter() - t - seconds["postprocess"] - seconds["activation"]
+        res.info = {"device": str(self.device), "precision": precision, "windows": result["windows"],
+                    "passes": result["passes"], "network_grid_kji": list(x.shape[1:]),
+                    "seconds": {k: round(v, 3) for k, v in seconds.items()},
+                    "checkpoint": str(self.path), "roi_ijk": list(options.roi) if options.roi else None,
+                    "overlap": options.overlap, "tta": options.tta}
+
+    def _pass_volumes(self, result: dict[str, Any], geometry: Geometry) -> dict[int, list[float]] | None:
+        counts = result["pass_counts"]
+        if counts is None:
+            return None
+        voxel_ml = result["pass_voxel_ml"] or geometry.voxel_volume_ml
+        return {label.id: [float(c) * voxel_ml for c in counts[:, label.id]] for label in self.card.foreground_labels}
+
+    def _grad_cam(self, x: torch.Tensor, class_index: int, options: SegmentOptions, shape: Sequence[int],
+                  cancel: CancelToken | None) -> np.ndarray:
+        """Grad-CAM of one class, window by window, blended like the probabilities, on the cropped grid."""
+        from .explain import grad_cam_window, normalize_map
+
+        two_d = self.card.spatial_dims == 2
+
+        def fn(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
+            maps = []
+            for b in range(xb.shape[0]):
+                xi = xb[b: b + 1, :, 0] if two_d else xb[b: b + 1]
+                cam = grad_cam_window(self.model, xi, class_index, options.activation_layer)
+                maps.append(cam[None] if two_d else cam)
+            return torch.stack(maps)[:, None, None]
+
+        cam_options = SegmentOptions(overlap=options.overlap, batch_size=options.batch_size,
+                                     sigma_scale=options.sigma_scale, border_margin=options.border_margin)
+        out = self._stitch(x, cam_options, (0,), fn, 1, 1, None, cancel)
+        cam = out.probabilities[0]
+        if tuple(cam.shape) != tuple(shape):
+            cam = resample(torch.from_numpy(cam)[None], shape)[0].numpy()
+        return normalize_map(cam)

@@ -1,0 +1,311 @@
+"""Sliding-window (overlap-tile) inference with Gaussian importance weighting and bounded memory.
+
+Windows overlap by ``overlap`` of their size (positions as MONAI's ``dense_patch_slices``: a fixed
+interval, the last window flush with the border) and are blended with a Gaussian importance map
+(sigma = ``sigma_scale`` x window size, as nnU-Net and MONAI). A volume smaller than the window is padded
+with mirrored borders (the U-Net paper's overlap-tile strategy); ``border_margin`` mirrors that many
+extra voxels beyond every border so that border voxels also see context, as in the paper.
+
+Memory stays bounded for many classes and large volumes: windows are visited in order along the "ring
+axis" (the axis with the most window positions) and the class sums live in a ring buffer one window long
+along that axis. As soon as no remaining window can touch a slab, the slab is finalised (normalised,
+arg-max, kept probabilities, uncertainty) into the outputs and its buffer rows are reused. The full
+``(classes, Z, Y, X)`` probability volume never exists unless it is asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "CancelToken",
+    "Cancelled",
+    "StitchOutputs",
+    "WindowOptions",
+    "gaussian_importance",
+    "sliding_window",
+    "window_starts",
+]
+
+Predictor = Callable[[Tensor], Tensor]
+"""(B, C, *window) -> (B, P, K, *window) probabilities: P passes (test-time flips), K classes."""
+Progress = Callable[[float, str], None]
+
+
+class Cancelled(Exception):
+    """Raised inside the inference when its cancel token is set; nothing is returned or written."""
+
+
+class CancelToken:
+    """Set from another thread (the Slicer GUI's Cancel button); checked between windows."""
+
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def check(self) -> None:
+        if self._cancelled:
+            raise Cancelled("segmentation cancelled by the user; nothing was changed")
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """How windows are laid out and blended.
+
+    Attributes:
+        window: window size per spatial axis, array order (a 1 on an axis runs a 2D network slice-wise).
+        overlap: fraction of the window shared by neighbours, in [0, 1).
+        sigma_scale: Gaussian sigma as a fraction of the window size; 0 gives uniform (constant) blending.
+        batch_size: windows per forward pass.
+        border_margin: voxels mirrored beyond each border before tiling (0: only pad to the window size).
+        keep: class indices whose probabilities are returned (all: ``tuple(range(K))``).
+        entropy: return the normalised entropy of the mean probabilities.
+        variance: return the variance over passes of the predicted class's probability (needs P > 1).
+        accumulate_dtype: dtype of the class sums (float32, or float16 to halve the buffer).
+    """
+
+    window: tuple[int, ...]
+    overlap: float = 0.5
+    sigma_scale: float = 0.125
+    batch_size: int = 1
+    border_margin: int = 0
+    keep: tuple[int, ...] = ()
+    entropy: bool = False
+    variance: bool = False
+    accumulate_dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if any(w < 1 for w in self.window):
+            raise ValueError(f"window sizes must be positive, got {self.window}")
+
+
+@dataclass
+class StitchOutputs:
+    """Outputs on the input grid: arg-max labels, kept probabilities, uncertainty, per-pass voxel counts."""
+
+    labels: np.ndarray
+    probabilities: dict[int, np.ndarray] = field(default_factory=dict)
+    entropy: np.ndarray | None = None
+    variance: np.ndarray | None = None
+    pass_counts: np.ndarray | None = None  # (P, K) voxels per class in each pass's own arg-max
+    windows: int = 0
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices along one axis (MONAI's dense_patch_slices rule: fixed interval, last one flush)."""
+    if size <= window:
+        return [0]
+    interval = max(1, int(window * (1 - overlap)))
+    count = math.ceil((size - window) / interval) + 1
+    return [min(i * interval, size - window) for i in range(count)]
+
+
+def gaussian_importance(window: Sequence[int], sigma_scale: float, device: torch.device | str = "cpu") -> Tensor:
+    """Separable Gaussian centred on the window, max 1, floored at 1e-3 (as MONAI) so that every voxel counts."""
+    if sigma_scale <= 0:
+        return torch.ones(tuple(window), device=device)
+    weight = torch.ones((), device=device)
+    for axis, size in enumerate(window):
+        x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+        g = torch.exp(-(x**2) / (2 * (sigma_scale * size) ** 2)) if size > 1 else torch.ones(1, device=device)
+        shape = [1] * len(window)
+        shape[axis] = size
+        weight = weight * g.reshape(shape)
+    return (weight / weight.max()).float().clamp_min(1e-3)
+
+
+def _pad(volume: Tensor, window: Sequence[int], margin: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Mirror-pad (C, *spatial) by `margin` on each side and up to the window size; return the crop box."""
+    pads, box = [], []
+    for size, w in zip(volume.shape[1:], window, strict=True):
+        extra = max(0, w - (size + 2 * margin))
+        before, after = margin, margin + extra
+        pads.append((before, after))
+        box.append((before, before + size))
+    if not any(b or a for b, a in pads):
+        return volume, box
+    flat = [p for before_after in reversed(pads) for p in before_after]
+    small = any(b >= s or a >= s for (b, a), s in zip(pads, volume.shape[1:], strict=True))
+    mode = "replicate" if small else "reflect"
+    return F.pad(volume[None], flat, mode=mode)[0], box
+
+
+class _Ring:
+    """Class sums and weights for the window-long band of rows along `axis` that windows can still touch."""
+
+    def __init__(self, passes: int, classes: int, shape: Sequence[int], length: int, axis: int,
+                 dtype: torch.dtype, device: torch.device):
+        band = list(shape)
+        band[axis] = length
+        self.sums = torch.zeros((passes, classes, *band), dtype=dtype, device=device)
+        self.weights = torch.zeros(band, dtype=torch.float32, device=device)
+        self.axis, self.length, self.base = axis, length, 0
+
+    def _segments(self, row: int, n: int) -> list[tuple[int, int, int]]:
+        """(offset in the piece, ring row, length) pieces of rows [row, row + n), split where the ring wraps."""
+        pieces, offset = [], 0
+        while offset < n:
+            ring_row = (row + offset) % self.length
+            count = min(n - offset, self.length - ring_row)
+            pieces.append((offset, ring_row, count))
+            offset += count
+        return pieces
+
+    def _index(self, start: Sequence[int], window: Sequence[int], ring_row: int, count: int) -> tuple[slice, ...]:
+        idx = [slice(s, s + w) for s, w in zip(start, window, strict=True)]
+        idx[self.axis] = slice(ring_row, ring_row + count)
+        return tuple(idx)
+
+    def add(self, start: Sequence[int], probs: Tensor, importance: Tensor) -> None:
+        """Add one window's (P, K, *window) probabilities, weighted by the importance map."""
+        window = importance.shape
+        weighted = (probs * importance).to(self.sums.dtype)
+        for offset, ring_row, count in self._segments(start[self.axis], window[self.axis]):
+            ring_idx = self._index(start, window, ring_row, count)
+            win_idx = [slice(None)] * len(window)
+            win_idx[self.axis] = slice(offset, offset + count)
+            self.sums[(slice(None), slice(None), *ring_idx)] += weighted[(slice(None), slice(None), *win_idx)]
+            self.weights[ring_idx] += importance[tuple(win_idx)]
+
+    def take(self, end: int) -> tuple[int, Tensor, Tensor]:
+        """Remove rows [base, end) (all windows touching them are done): (first row, sums, weights)."""
+        first = self.base
+        sums, weights = [], []
+        for _, ring_row, count in self._segments(first, end - first):
+            idx = [slice(None)] * self.weights.dim()
+            idx[self.axis] = slice(ring_row, ring_row + count)
+            sums.append(self.sums[(slice(None), slice(None), *idx)].to(torch.float32, copy=True))
+            weights.append(self.weights[tuple(idx)].clone())
+            self.sums[(slice(None), slice(None), *idx)] = 0
+            self.weights[tuple(idx)] = 0
+        self.base = end
+        return first, torch.cat(sums, dim=2 + self.axis), torch.cat(weights, dim=self.axis)
+
+
+class _Finaliser:
+    """Turns finished slabs of class sums into the outputs on the unpadded grid."""
+
+    def __init__(self, shape: Sequence[int], box: Sequence[tuple[int, int]], axis: int, passes: int, classes: int,
+                 options: WindowOptions):
+        self.box, self.axis, self.options = box, axis, options
+        self.out = StitchOutputs(np.zeros(shape, dtype=np.uint8 if classes <= 256 else np.uint16))
+        self.out.probabilities = {k: np.zeros(shape, dtype=np.float32) for k in options.keep}
+        if options.entropy:
+            self.out.entropy = np.zeros(shape, dtype=np.float32)
+        if options.variance and passes > 1:
+            self.out.variance = np.zeros(shape, dtype=np.float32)
+        if passes > 1:
+            self.out.pass_counts = np.zeros((passes, classes), dtype=np.int64)
+        self.classes = classes
+
+    def __call__(self, first: int, sums: Tensor, weights: Tensor) -> None:
+        lo, hi = self.box[self.axis]
+        a, b = max(first, lo), min(first + weights.shape[self.axis], hi)
+        if a >= b:
+            return
+        crop = [slice(s, e) for s, e in self.box]
+        crop[self.axis] = slice(a - first, b - first)
+        crop = tuple(crop)
+        probs = sums[(slice(None), slice(None), *crop)] / weights[crop]
+        mean = probs.mean(0)
+        labels = mean.argmax(0)
+        dest = [slice(None)] * labels.dim()
+        dest[self.axis] = slice(a - lo, b - lo)
+        dest = tuple(dest)
+        self.out.labels[dest] = labels.cpu().numpy()
+        for k, array in self.out.probabilities.items():
+            array[dest] = mean[k].cpu().numpy()
+        if self.out.entropy is not None:
+            ent = -(mean * torch.log(mean.clamp_min(1e-12))).sum(0) / math.log(max(self.classes, 2))
+            self.out.entropy[dest] = ent.cpu().numpy()
+        if self.out.pass_counts is not None:
+            for p in range(probs.shape[0]):
+                counts = torch.bincount(probs[p].argmax(0).flatten(), minlength=self.classes)
+                self.out.pass_counts[p] += counts.cpu().numpy()
+        if self.out.variance is not None:
+            chosen = probs.gather(1, labels[None, None].expand(probs.shape[0], 1, *labels.shape))[:, 0]
+            self.out.variance[dest] = chosen.var(0, unbiased=False).cpu().numpy()
+
+
+def _window_grid(shape: Sequence[int], window: Sequence[int], overlap: float) -> tuple[list[tuple[int, ...]], int]:
+    """All window starts, sorted along the ring axis (the axis with the most positions)."""
+    starts = [window_starts(s, w, overlap) for s, w in zip(shape, window, strict=True)]
+    axis = max(range(len(shape)), key=lambda a: (len(starts[a]), shape[a]))
+    order = [axis] + [a for a in range(len(shape)) if a != axis]
+    grid = []
+    for combo in itertools.product(*(starts[a] for a in order)):
+        start = [0] * len(shape)
+        for a, s in zip(order, combo, strict=True):
+            start[a] = s
+        grid.append(tuple(start))
+    return grid, axis
+
+
+def sliding_window(volume: Tensor, predict: Predictor, classes: int, options: WindowOptions, passes: int = 1,
+                   progress: Progress | None = None, cancel: CancelToken | None = None,
+                   device: torch.device | str | None = None) -> StitchOutputs:
+    """Run `predict` over overlapping windows of `volume` and blend the results.
+
+    Args:
+        volume: `(C, *spatial)` image on any device (windows are moved to `device`).
+        predict: maps a batch `(B, C, *window)` to probabilities `(B, passes, classes, *window)`.
+        classes: number of classes K.
+        options: window layout, blending and which outputs to keep.
+        passes: P, the number of predictions per window (test-time flips); their mean is the result.
+        progress: called with (fraction done, message) after every batch.
+        cancel: checked before every batch; raises :class:`Cancelled`.
+        device: where windows go and the ring buffer lives (default: the volume's device).
+
+    Returns:
+        The outputs on the grid of `volume` (numpy, CPU), and the number of windows evaluated.
+    """
+    device = torch.device(device) if device is not None else volume.device
+    if len(options.window) != volume.dim() - 1:
+        raise ValueError(f"window {options.window} has {len(options.window)} axes, the volume {volume.dim() - 1}")
+    padded, box = _pad(volume, options.window, options.border_margin)
+    window = options.window
+    grid, axis = _window_grid(padded.shape[1:], window, options.overlap)
+    importance = gaussian_importance(window, options.sigma_scale, device)
+    if options.accumulate_dtype == torch.float16:
+        # Keep weighted probabilities out of float16's subnormal range: weights in [1, 4000] (corners of
+        # large windows are lifted to 1/4000 of the centre, which only matters where no other window reaches).
+        importance = (importance / importance.max() * 4000).clamp_min(1.0)
+    batches = [grid[i: i + options.batch_size] for i in range(0, len(grid), options.batch_size)]
+    spread = max(b[-1][axis] - b[0][axis] for b in batches)  # a batch may span several rows of windows
+    ring = _Ring(passes, classes, padded.shape[1:], window[axis] + spread, axis, options.accumulate_dtype, device)
+    finalise = _Finaliser(volume.shape[1:], box, axis, passes, classes, options)
+    done = 0
+    for batch in batches:
+        if cancel is not None:
+            cancel.check()
+        x = torch.stack([padded[(slice(None), *(slice(s, s + w) for s, w in zip(start, window, strict=True)))]
+                         for start in batch]).to(device, non_blocking=True)
+        probs = predict(x)
+        for b, start in enumerate(batch):
+            ring.add(start, probs[b], importance)
+        done += len(batch)
+        next_row = grid[done][axis] if done < len(grid) else padded.shape[1 + axis]
+        if next_row > ring.base:
+            finalise(*ring.take(next_row))
+        if progress is not None:
+            progress(done / len(grid), f"window {done}/{len(grid)}")
+    finalise.out.windows = len(grid)
+    return finalise.out
