@@ -110,6 +110,18 @@ class SegmentationResult:
         }
 
 
+def _apply_head(head: torch.nn.Module, device: torch.device):
+    """A 1x1 convolution head as a matrix product: blended features `(P, N, F)` -> logits `(P, N, K)`."""
+    weight = head.weight.detach().reshape(head.out_channels, head.in_channels).t().float().to(device)
+    bias = torch.zeros(head.out_channels, device=device) if head.bias is None else head.bias.detach().float()
+
+    def apply(features: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(bias.to(device), features.reshape(-1, features.shape[-1]), weight).reshape(
+            *features.shape[:-1], -1)
+
+    return apply
+
+
 def _flip_sets(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
     """Flip axes of a `(B, C, *spatial)` tensor for each pass: () alone, or every combination (nnU-Net)."""
     axes = tuple(range(2, 2 + spatial_dims))
@@ -167,18 +179,28 @@ class Segmenter:
 
     # -- the network on windows -----------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor, device: torch.device, precision: str, flips: list[tuple[int, ...]],
-                 two_d: bool) -> torch.Tensor:
+                 two_d: bool, features: bool) -> torch.Tensor:
+        """`(B, C, *window)` -> `(B, passes, channels, *window)`: logits, or the features before the head."""
         if two_d:
             x = x[:, :, 0]
         if device.type == "cpu" and precision == "fp16":
             precision = "fp32"
+        net = self.model.forward_features if features else self.model
         outs = []
         with torch.no_grad(), autocast(device, precision):
             for axes in flips:
-                y = self.model(x.flip(axes) if axes else x).float().softmax(1)
+                y = net(x.flip(axes) if axes else x).float()
                 outs.append(y.flip(axes) if axes else y)
         y = torch.stack(outs, 1)
         return y[:, :, :, None] if two_d else y
+
+    def _head(self, options: SegmentOptions) -> tuple[torch.nn.Module | None, int]:
+        """The linear head to apply after blending when that blends fewer channels, and the channels blended."""
+        head = self.model.linear_head()
+        classes = len(self.card.labels)
+        if head is None or head.in_channels >= classes:
+            return None, classes
+        return head, head.in_channels
 
     def _runner(self, fn, batch_size: int | None, ring_device: torch.device) -> FallbackRunner:
         batch = batch_size or (4 if self.device.type == "cuda" else 1)
@@ -190,15 +212,14 @@ class Segmenter:
         return runner
 
     def _window_options(self, x: torch.Tensor, options: SegmentOptions, keep: tuple[int, ...], passes: int,
-                        batch: int) -> tuple[WindowOptions, torch.device]:
-        classes = len(self.card.labels)
-        total = passes * classes * int(np.prod(x.shape[1:])) * 4
+                        batch: int, channels: int, softmax: bool) -> tuple[WindowOptions, torch.device]:
+        total = passes * channels * int(np.prod(x.shape[1:])) * 4
         ring_device = self.device if self.device.type == "cuda" and total < (2 << 30) else torch.device("cpu")
         window = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
         return WindowOptions(window, options.overlap, options.sigma_scale, batch, options.border_margin, keep,
                              entropy=options.uncertainty, variance=options.uncertainty and passes > 1,
-                             accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32
-                             ), ring_device
+                             accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32,
+                             softmax=softmax), ring_device
 
     def _axes_order(self) -> list[int]:
         """Array axes in network order: 2D networks take slices along ``card.slice_axis`` (moved first)."""
@@ -208,16 +229,19 @@ class Segmenter:
         return [a] + [i for i in range(3) if i != a]
 
     def _stitch(self, x: torch.Tensor, options: SegmentOptions, keep: tuple[int, ...], fn, passes: int,
-                classes: int, progress: Progress | None, cancel: CancelToken | None) -> StitchOutputs:
+                channels: int, progress: Progress | None, cancel: CancelToken | None, head=None,
+                softmax: bool = True) -> StitchOutputs:
         """Sliding window over `x` `(C, Z, Y, X)` in array order; outputs come back in array order."""
         order = self._axes_order()
         xt = x.permute(0, *(1 + a for a in order))
         batch = options.batch_size or (4 if self.device.type == "cuda" else 1)
         if self.card.spatial_dims == 2:
             batch = options.batch_size or 16
-        win, ring_device = self._window_options(xt, options, keep, passes, batch)
+        win, ring_device = self._window_options(xt, options, keep, passes, batch, channels, softmax)
         runner = self._runner(fn, batch, ring_device)
-        out = sliding_window(xt, runner, classes, win, passes, progress, cancel, device=ring_device)
+        classes = len(self.card.labels) if softmax else channels
+        head_fn = None if head is None else _apply_head(head, ring_device)
+        out = sliding_window(xt, runner, channels, win, passes, progress, cancel, ring_device, head_fn, classes)
         back = list(np.argsort(order))
         out.labels = out.labels.transpose(back)
         out.probabilities = {k: v.transpose(back) for k, v in out.probabilities.items()}
@@ -283,14 +307,16 @@ class Segmenter:
         keep = tuple(range(classes)) if (options.probabilities or resampled) else ()
         two_d = self.card.spatial_dims == 2
 
+        head, channels = self._head(options)
+
         def fn(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
-            return self._forward(xb, device, precision, flips, two_d)
+            return self._forward(xb, device, precision, flips, two_d, features=head is not None)
 
         def scaled(fraction: float, message: str) -> None:
             if progress is not None:
                 progress(0.9 * fraction, message)
 
-        out = self._stitch(x, options, keep, fn, len(flips), classes, scaled, cancel)
+        out = self._stitch(x, options, keep, fn, len(flips), channels, scaled, cancel, head)
         voxel_ml = float(np.prod(self.card.spacing)) / 1000 if resampled else None
         result: dict[str, Any] = {"windows": out.windows, "passes": len(flips), "pass_counts": out.pass_counts,
                                   "pass_voxel_ml": voxel_ml, "entropy": out.entropy, "variance": out.variance}
@@ -363,7 +389,7 @@ class Segmenter:
 
         cam_options = SegmentOptions(overlap=options.overlap, batch_size=options.batch_size,
                                      sigma_scale=options.sigma_scale, border_margin=options.border_margin)
-        out = self._stitch(x, cam_options, (0,), fn, 1, 1, None, cancel)
+        out = self._stitch(x, cam_options, (0,), fn, 1, 1, None, cancel, softmax=False)
         cam = out.probabilities[0]
         if tuple(cam.shape) != tuple(shape):
             cam = resample(torch.from_numpy(cam)[None], shape)[0].numpy()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,8 +35,11 @@ __all__ = [
     "window_starts",
 ]
 
+_CHUNK = 8192  # voxels finalised at a time: their logits stay in the CPU cache
+
 Predictor = Callable[[Tensor], Tensor]
-"""(B, C, *window) -> (B, P, K, *window) probabilities: P passes (test-time flips), K classes."""
+"""(B, C, *window) -> (B, P, F, *window): P passes (test-time flips) of F channels to blend (class logits, or
+the features before a linear head)."""
 Progress = Callable[[float, str], None]
 
 
@@ -75,7 +78,9 @@ class WindowOptions:
         keep: class indices whose probabilities are returned (all: ``tuple(range(K))``).
         entropy: return the normalised entropy of the mean probabilities.
         variance: return the variance over passes of the predicted class's probability (needs P > 1).
-        accumulate_dtype: dtype of the class sums (float32, or float16 to halve the buffer).
+        accumulate_dtype: dtype of the blended sums (float32, or float16 to halve the buffer).
+        softmax: the blended channels are logits (labels and probabilities come out); False: raw maps,
+            averaged and returned as ``probabilities[k]`` (Grad-CAM).
     """
 
     window: tuple[int, ...]
@@ -87,6 +92,7 @@ class WindowOptions:
     entropy: bool = False
     variance: bool = False
     accumulate_dtype: torch.dtype = torch.float32
+    softmax: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
@@ -174,47 +180,61 @@ class _Ring:
         idx[self.axis] = slice(ring_row, ring_row + count)
         return tuple(idx)
 
-    def add(self, start: Sequence[int], probs: Tensor, importance: Tensor) -> None:
-        """Add one window's (P, K, *window) probabilities, weighted by the importance map."""
+    def add(self, start: Sequence[int], values: Tensor, importance: Tensor) -> None:
+        """Add one window's (P, F, *window) channels, weighted by the importance map (one fused pass)."""
         window = importance.shape
-        weighted = (probs * importance).to(self.sums.dtype)
+        values = values.to(self.sums.dtype)
+        weight = importance.to(self.sums.dtype)
         for offset, ring_row, count in self._segments(start[self.axis], window[self.axis]):
             ring_idx = self._index(start, window, ring_row, count)
             win_idx = [slice(None)] * len(window)
             win_idx[self.axis] = slice(offset, offset + count)
-            self.sums[(slice(None), slice(None), *ring_idx)] += weighted[(slice(None), slice(None), *win_idx)]
+            self.sums[(slice(None), slice(None), *ring_idx)].addcmul_(
+                values[(slice(None), slice(None), *win_idx)], weight[tuple(win_idx)])
             self.weights[ring_idx] += importance[tuple(win_idx)]
 
-    def take(self, end: int) -> tuple[int, Tensor, Tensor]:
-        """Remove rows [base, end) (all windows touching them are done): (first row, sums, weights)."""
-        first = self.base
-        sums, weights = [], []
-        for _, ring_row, count in self._segments(first, end - first):
-            idx = [slice(None)] * self.weights.dim()
-            idx[self.axis] = slice(ring_row, ring_row + count)
-            sums.append(self.sums[(slice(None), slice(None), *idx)].to(torch.float32, copy=True))
-            weights.append(self.weights[tuple(idx)].clone())
-            self.sums[(slice(None), slice(None), *idx)] = 0
-            self.weights[tuple(idx)] = 0
-        self.base = end
-        return first, torch.cat(sums, dim=2 + self.axis), torch.cat(weights, dim=self.axis)
+    def pop(self, end: int, rows: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Hand out rows [base, end) (all windows touching them are done) in chunks of at most `rows` rows.
+
+        Yields (first row, sums (P, F, *chunk), weights (*chunk)), views into the ring where the chunk does not
+        wrap; once the consumer is done with a chunk its ring rows are zeroed for reuse.
+        """
+        while self.base < end:
+            first, count = self.base, min(rows, end - self.base)
+            pieces = []
+            for _, ring_row, n in self._segments(first, count):
+                idx = [slice(None)] * self.weights.dim()
+                idx[self.axis] = slice(ring_row, ring_row + n)
+                pieces.append(tuple(idx))
+            sums = [self.sums[(slice(None), slice(None), *idx)] for idx in pieces]
+            weights = [self.weights[idx] for idx in pieces]
+            yield (first, sums[0] if len(sums) == 1 else torch.cat(sums, dim=2 + self.axis),
+                   weights[0] if len(weights) == 1 else torch.cat(weights, dim=self.axis))
+            for idx in pieces:
+                self.sums[(slice(None), slice(None), *idx)] = 0
+                self.weights[idx] = 0
+            self.base = first + count
 
 
 class _Finaliser:
-    """Turns finished slabs of class sums into the outputs on the unpadded grid."""
+    """Turns finished slabs of blended channels into the outputs on the unpadded grid.
+
+    With ``softmax`` the blended channels are logits (or features that `head` maps to logits): the passes'
+    logits are averaged (as nnU-Net), soft-maxed, and arg-maxed; otherwise they are raw maps (Grad-CAM),
+    averaged over passes and returned as ``probabilities[k]``.
+    """
 
     def __init__(self, shape: Sequence[int], box: Sequence[tuple[int, int]], axis: int, passes: int, classes: int,
-                 options: WindowOptions):
-        self.box, self.axis, self.options = box, axis, options
+                 options: WindowOptions, head: Callable[[Tensor], Tensor] | None):
+        self.box, self.axis, self.options, self.head, self.classes = box, axis, options, head, classes
         self.out = StitchOutputs(np.zeros(shape, dtype=np.uint8 if classes <= 256 else np.uint16))
         self.out.probabilities = {k: np.zeros(shape, dtype=np.float32) for k in options.keep}
         if options.entropy:
             self.out.entropy = np.zeros(shape, dtype=np.float32)
         if options.variance and passes > 1:
             self.out.variance = np.zeros(shape, dtype=np.float32)
-        if passes > 1:
+        if passes > 1 and options.softmax:
             self.out.pass_counts = np.zeros((passes, classes), dtype=np.int64)
-        self.classes = classes
 
     def __call__(self, first: int, sums: Tensor, weights: Tensor) -> None:
         lo, hi = self.box[self.axis]
@@ -224,25 +244,51 @@ class _Finaliser:
         crop = [slice(s, e) for s, e in self.box]
         crop[self.axis] = slice(a - first, b - first)
         crop = tuple(crop)
-        probs = sums[(slice(None), slice(None), *crop)] / weights[crop]
-        mean = probs.mean(0)
-        labels = mean.argmax(0)
-        dest = [slice(None)] * labels.dim()
+        w = weights[crop]
+        # voxels x channels: the class reductions (arg-max, soft-max) run over contiguous memory
+        channels = (sums[(slice(None), slice(None), *crop)].float() / w).flatten(2).transpose(1, 2).contiguous()
+        flat = self._empty(channels.shape[1], channels.device)
+        for i in range(0, channels.shape[1], _CHUNK):  # chunks of voxels whose K logits stay in cache
+            self._chunk(channels[:, i: i + _CHUNK], slice(i, i + _CHUNK), flat)
+        dest = [slice(None)] * w.dim()
         dest[self.axis] = slice(a - lo, b - lo)
         dest = tuple(dest)
-        self.out.labels[dest] = labels.cpu().numpy()
-        for k, array in self.out.probabilities.items():
-            array[dest] = mean[k].cpu().numpy()
-        if self.out.entropy is not None:
-            ent = -(mean * torch.log(mean.clamp_min(1e-12))).sum(0) / math.log(max(self.classes, 2))
-            self.out.entropy[dest] = ent.cpu().numpy()
+        for name, values in flat.items():
+            target = self.out.probabilities[name] if isinstance(name, int) else getattr(self.out, name)
+            target[dest] = values.reshape(w.shape).cpu().numpy()
+
+    def _empty(self, n: int, device: torch.device) -> dict[str | int, Tensor]:
+        flat: dict[str | int, Tensor] = {k: torch.empty(n, device=device) for k in self.out.probabilities}
+        if self.options.softmax:
+            flat["labels"] = torch.empty(n, dtype=torch.long, device=device)
+        for name in ("entropy", "variance"):
+            if getattr(self.out, name) is not None:
+                flat[name] = torch.empty(n, device=device)
+        return flat
+
+    def _chunk(self, channels: Tensor, at: slice, flat: dict[str | int, Tensor]) -> None:
+        """Outputs of a chunk of voxels from its blended channels `(P, n, F)`."""
+        logits = channels if self.head is None else self.head(channels)  # (P, n, K)
+        mean = logits[0] if logits.shape[0] == 1 else logits.mean(0)  # (n, K)
+        if not self.options.softmax:
+            for k in self.out.probabilities:
+                flat[k][at] = mean[:, k]
+            return
+        labels = mean.argmax(1)
+        flat["labels"][at] = labels
+        if self.out.probabilities or self.out.entropy is not None:
+            probs = mean.softmax(1)
+            for k in self.out.probabilities:
+                flat[k][at] = probs[:, k]
+            if self.out.entropy is not None:
+                flat["entropy"][at] = -torch.special.xlogy(probs, probs).sum(1) / math.log(max(self.classes, 2))
         if self.out.pass_counts is not None:
-            for p in range(probs.shape[0]):
-                counts = torch.bincount(probs[p].argmax(0).flatten(), minlength=self.classes)
+            for p in range(logits.shape[0]):
+                counts = torch.bincount(logits[p].argmax(1), minlength=self.classes)
                 self.out.pass_counts[p] += counts.cpu().numpy()
         if self.out.variance is not None:
-            chosen = probs.gather(1, labels[None, None].expand(probs.shape[0], 1, *labels.shape))[:, 0]
-            self.out.variance[dest] = chosen.var(0, unbiased=False).cpu().numpy()
+            chosen = logits.softmax(2).gather(2, labels[None, :, None].expand(logits.shape[0], -1, 1))[..., 0]
+            flat["variance"][at] = chosen.var(0, unbiased=False)
 
 
 def _window_grid(shape: Sequence[int], window: Sequence[int], overlap: float) -> tuple[list[tuple[int, ...]], int]:
@@ -259,20 +305,26 @@ def _window_grid(shape: Sequence[int], window: Sequence[int], overlap: float) ->
     return grid, axis
 
 
-def sliding_window(volume: Tensor, predict: Predictor, classes: int, options: WindowOptions, passes: int = 1,
+def sliding_window(volume: Tensor, predict: Predictor, channels: int, options: WindowOptions, passes: int = 1,
                    progress: Progress | None = None, cancel: CancelToken | None = None,
-                   device: torch.device | str | None = None) -> StitchOutputs:
+                   device: torch.device | str | None = None, head: Callable[[Tensor], Tensor] | None = None,
+                   classes: int | None = None) -> StitchOutputs:
     """Run `predict` over overlapping windows of `volume` and blend the results.
 
     Args:
         volume: `(C, *spatial)` image on any device (windows are moved to `device`).
-        predict: maps a batch `(B, C, *window)` to probabilities `(B, passes, classes, *window)`.
-        classes: number of classes K.
+        predict: maps a batch `(B, C, *window)` to `(B, passes, channels, *window)`: class logits, or the
+            features before a linear 1x1 `head` (blending commutes with a linear map, so blending F features
+            and applying the head once per voxel gives the same logits with F/K of the memory traffic).
+        channels: F, the channels `predict` returns.
         options: window layout, blending and which outputs to keep.
         passes: P, the number of predictions per window (test-time flips); their mean is the result.
         progress: called with (fraction done, message) after every batch.
         cancel: checked before every batch; raises :class:`Cancelled`.
         device: where windows go and the ring buffer lives (default: the volume's device).
+        head: maps blended features `(P, N, F)` (N voxels) to logits `(P, N, K)`; None when `predict` gives
+            logits.
+        classes: K (default F).
 
     Returns:
         The outputs on the grid of `volume` (numpy, CPU), and the number of windows evaluated.
@@ -284,14 +336,13 @@ def sliding_window(volume: Tensor, predict: Predictor, classes: int, options: Wi
     window = options.window
     grid, axis = _window_grid(padded.shape[1:], window, options.overlap)
     importance = gaussian_importance(window, options.sigma_scale, device)
-    if options.accumulate_dtype == torch.float16:
-        # Keep weighted probabilities out of float16's subnormal range: weights in [1, 4000] (corners of
-        # large windows are lifted to 1/4000 of the centre, which only matters where no other window reaches).
-        importance = (importance / importance.max() * 4000).clamp_min(1.0)
     batches = [grid[i: i + options.batch_size] for i in range(0, len(grid), options.batch_size)]
     spread = max(b[-1][axis] - b[0][axis] for b in batches)  # a batch may span several rows of windows
-    ring = _Ring(passes, classes, padded.shape[1:], window[axis] + spread, axis, options.accumulate_dtype, device)
-    finalise = _Finaliser(volume.shape[1:], box, axis, passes, classes, options)
+    ring = _Ring(passes, channels, padded.shape[1:], window[axis] + spread, axis, options.accumulate_dtype, device)
+    classes = classes or channels
+    finalise = _Finaliser(volume.shape[1:], box, axis, passes, classes, options, head)
+    plane = int(np.prod(padded.shape[1:])) // padded.shape[1 + axis]
+    rows = max(1, (64 << 20) // (4 * passes * max(channels, classes) * plane))  # ~64 MB temporaries per slab
     done = 0
     for batch in batches:
         if cancel is not None:
@@ -303,8 +354,8 @@ def sliding_window(volume: Tensor, predict: Predictor, classes: int, options: Wi
             ring.add(start, probs[b], importance)
         done += len(batch)
         next_row = grid[done][axis] if done < len(grid) else padded.shape[1 + axis]
-        if next_row > ring.base:
-            finalise(*ring.take(next_row))
+        for slab in ring.pop(next_row, rows):
+            finalise(*slab)
         if progress is not None:
             progress(done / len(grid), f"window {done}/{len(grid)}")
     finalise.out.windows = len(grid)

@@ -165,3 +165,24 @@ def test_cancel_returns_nothing():
 def test_bad_arrays_are_refused_with_the_reason(image, message):
     with pytest.raises(ValueError, match=message):
         _threshold_segmenter().segment(image, OBLIQUE)
+
+
+def test_many_classes_blend_features_with_the_same_result():
+    """7 classes and 4 feature channels: the Segmenter blends features; forcing logits gives the same output."""
+    torch.manual_seed(0)
+    net = build_model("unet", spatial_dims=3, in_channels=1, num_classes=7, width=0.0625, depth=3)
+    d = card_dict(net)
+    d["labels"] = [{"id": i, "name": f"organ {i}", "color": [i, i, i]} for i in range(7)]
+    d["patch_size"] = [16, 16, 16]
+    seg = Segmenter(LoadedModel(net.eval(), ModelCard.from_dict(d), Path("seven")), device="cpu")
+    assert seg._head(SegmentOptions())[1] == 4
+    image = np.random.default_rng(2).normal(size=(23, 27, 25)).astype(np.float32)
+    options = SegmentOptions(tta=True, probabilities=True, uncertainty=True)
+    features = seg.segment(image, OBLIQUE, options)
+    seg.model.linear_head = lambda: None
+    logits = seg.segment(image, OBLIQUE, options)
+    np.testing.assert_array_equal(features.labels, logits.labels)
+    np.testing.assert_allclose(features.probabilities, logits.probabilities, atol=1e-5)
+    np.testing.assert_allclose(features.tta_variance, logits.tta_variance, atol=1e-5)
+    assert [m.volume_interval_ml for m in features.measurements] == [m.volume_interval_ml for m in
+                                                                      logits.measurements]

@@ -150,3 +150,13 @@ def test_vnet_has_the_published_convolutions():
     assert sum(m.kernel_size == (2, 2, 2) and m.stride == (2, 2, 2) for m in convs) == 4
     assert any(isinstance(m, torch.nn.PReLU) for m in model.modules())
     assert abs(sum(p.numel() for p in model.parameters()) - 65.18e6) < 0.01e6
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_linear_head_applied_to_the_features_is_the_forward(case):
+    model = _model(case).eval()
+    head = model.linear_head()
+    assert head is not None and head.kernel_size == (1,) * model.spatial_dims
+    x, _ = pad_to_multiple(_input(model, batch=1), model.size_divisor)
+    with torch.no_grad():
+        torch.testing.assert_close(head(model.forward_features(x)), model(x))

@@ -27,9 +27,11 @@ def _pointwise():
 
 
 def _predict(net):
+    """Logits with one pass: (B, 1, K, *window)."""
+
     def predict(x):
         with torch.no_grad():
-            return net(x).softmax(1)[:, None]
+            return net(x)[:, None]
 
     return predict
 
@@ -40,7 +42,7 @@ def test_stitching_equals_a_whole_volume_pass(window, batch):
     """A network without spatial context gives the same probabilities through windows as on the whole volume."""
     net = _pointwise()
     vol = torch.randn(1, *SHAPE)
-    full = _predict(net)(vol[None])[0, 0].numpy()
+    full = _predict(net)(vol[None])[0, 0].softmax(0).numpy()
     out = sliding_window(vol, _predict(net), 3, WindowOptions(window, 0.5, batch_size=batch, keep=(0, 1, 2)))
     probs = np.stack([out.probabilities[k] for k in range(3)])
     np.testing.assert_allclose(probs, full, atol=1e-6)
@@ -66,11 +68,35 @@ def test_same_probabilities_as_monai(overlap):
     vol = torch.randn(1, 1, 45, 38, 52)
     roi = (16, 24, 32)
     with torch.no_grad():
-        ref = monai.sliding_window_inference(vol, roi, 1, lambda x: net(x).softmax(1), overlap=overlap,
-                                             mode="gaussian", roi_weight_map=gaussian_importance(roi, 0.125))
+        ref = monai.sliding_window_inference(vol, roi, 1, net, overlap=overlap, mode="gaussian",
+                                             roi_weight_map=gaussian_importance(roi, 0.125)).softmax(1)
     out = sliding_window(vol[0], _predict(net), 3, WindowOptions(roi, overlap, keep=(0, 1, 2)))
     ours = np.stack([out.probabilities[k] for k in range(3)])
     np.testing.assert_allclose(ours, ref[0].numpy(), atol=1e-4)
+
+
+def test_blending_features_then_the_linear_head_equals_blending_logits():
+    """Inference blends a network's few features and applies its 1x1 head once per voxel: same result."""
+    torch.manual_seed(0)
+    net = build_model("unet", spatial_dims=3, in_channels=1, num_classes=7, width=0.0625, depth=3).eval()
+    vol = torch.randn(1, 29, 33, 35)
+    options = WindowOptions((16, 16, 16), 0.5, keep=tuple(range(7)), entropy=True)
+    logits = sliding_window(vol, _predict(net), 7, options)
+    head = net.linear_head()
+    weight = head.weight.detach().reshape(7, -1)
+
+    def apply(features):  # (P, N, F) -> (P, N, K)
+        return features @ weight.t() + head.bias.detach()
+
+    def features(x):
+        with torch.no_grad():
+            return net.forward_features(x)[:, None]
+
+    feats = sliding_window(vol, features, head.in_channels, options, head=apply, classes=7)
+    np.testing.assert_array_equal(feats.labels, logits.labels)
+    for k in range(7):
+        np.testing.assert_allclose(feats.probabilities[k], logits.probabilities[k], atol=1e-5)
+    np.testing.assert_allclose(feats.entropy, logits.entropy, atol=1e-5)
 
 
 def test_float16_accumulation_keeps_the_labels():
@@ -99,7 +125,7 @@ def test_cancel_stops_between_windows():
     def predict(x):
         calls.append(1)
         token.cancel()
-        return torch.ones(x.shape[0], 1, 2, *x.shape[2:]) / 2
+        return torch.zeros(x.shape[0], 1, 2, *x.shape[2:])
 
     with pytest.raises(Cancelled, match="cancelled"):
         sliding_window(torch.zeros(1, 40, 40, 40), predict, 2, WindowOptions((16, 16, 16)), cancel=token)

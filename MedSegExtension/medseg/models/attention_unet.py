@@ -143,6 +143,13 @@ class AttentionUNet(SegmentationNetwork):
         """Logits ``(B, num_classes, *spatial)`` for ``x`` ``(B, in_channels, *spatial)`` (no soft-max)."""
         return self.forward_with_attention(x)[0]
 
+    def linear_head(self) -> nn.Module:
+        return self.head
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The finest decoder level's output, the head's input."""
+        return self._decode(x)[0]
+
     def forward_with_attention(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits and the attention coefficients of every gate, e.g. to show them as explanations.
 
@@ -150,6 +157,10 @@ class AttentionUNet(SegmentationNetwork):
             ``(logits, maps)``: logits ``(B, num_classes, *spatial)`` and four maps in [0, 1], finest first,
             each on its skip's grid: ``maps[l]`` is ``(B, 1, *spatial / 2**l)``.
         """
+        x, maps = self._decode(x)
+        return self.head(x), maps
+
+    def _decode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         skips: list[Tensor] = []
         for level in self.encoder:
             x = level(x)
@@ -158,7 +169,7 @@ class AttentionUNet(SegmentationNetwork):
         for i, level in enumerate(self.decoder):
             x, alpha = level(x, skips[len(skips) - 2 - i])
             maps.insert(0, alpha)
-        return self.head(x), maps
+        return x, maps
 
 
 def _check_features(features: tuple[int, ...] | list[int]) -> list[int]:

@@ -45,3 +45,14 @@ class SegmentationNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def linear_head(self) -> nn.Module | None:
+        """The final 1x1 convolution when ``forward(x) == head(forward_features(x))``, else None.
+
+        Inference uses it to blend the few feature channels instead of many class logits (the head is
+        linear, so blending commutes with it) and applies the head once per voxel at the end.
+        """
+        return None
+
+    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - only with a linear head
+        raise NotImplementedError

@@ -69,6 +69,13 @@ class UNet(SegmentationNetwork):
         self.head = blocks.conv(d, ch[0], num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))
+
+    def linear_head(self) -> nn.Module:
+        return self.head
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last decoder block's output `(B, width * 64, *spatial)`, the head's input."""
         skips: list[Tensor] = []
         for i, encoder in enumerate(self.encoders):
             if i > 0:
@@ -78,4 +85,4 @@ class UNet(SegmentationNetwork):
         x = self.drop(skips.pop())
         for up, decoder in zip(self.ups, self.decoders):  # noqa: B905 - TorchScript has no zip(strict=)
             x = decoder(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
+        return x

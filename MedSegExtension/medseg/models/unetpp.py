@@ -191,6 +191,14 @@ class UNetPlusPlus(SegmentationNetwork):
             return self._head(feats, self.prune_level)
         return self._average(self._heads(feats, self.prune_level))
 
+    def linear_head(self) -> nn.Module | None:
+        """Head ``L`` in fast mode (``forward == head(X(0, L))``); None in accurate mode (heads averaged)."""
+        return None if self.accurate else self.heads[self.prune_level - 1]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``X(0, L)`` at the current prune level ``L``, the input of head ``L``."""
+        return self._features(x, self.prune_level)[self.head_sources[self.prune_level - 1]]
+
     @torch.jit.export
     def forward_heads(self, x: Tensor) -> list[Tensor]:
         """Logits of heads 1..prune_level, each ``(B, num_classes, *spatial)``, for deep supervision.

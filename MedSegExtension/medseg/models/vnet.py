@@ -200,6 +200,13 @@ class VNet(SegmentationNetwork):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes, *spatial)`` for ``x`` ``(B, in_channels, *spatial)`` (no soft-max)."""
+        return self.head(self.forward_features(x))
+
+    def linear_head(self) -> nn.Module:
+        return self.head
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last decoder stage's output, the head's input."""
         x = self.input_stage(x)
         skips: list[Tensor] = []
         for stage in self.down_stages:
@@ -207,7 +214,7 @@ class VNet(SegmentationNetwork):
             x = stage(x)
         for i, stage in enumerate(self.up_stages):
             x = stage(x, skips[len(skips) - 1 - i])
-        return self.head(x)
+        return x
 
 
 def _check_args(norm: str | None, dropout: float) -> None:
