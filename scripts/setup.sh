@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv in the repository and install the engine with its test tools.
+# Create .venv in the repository and install the engine (scripts/setup.sh test: with its test tools).
 # torch is pinned to 2.13.0 so that the CPU wheel is used (an unpinned torch pulls gigabytes of CUDA
 # packages). A GPU user installs a CUDA build first (README, "GPU"), and this script keeps it.
 set -euo pipefail
@@ -12,4 +12,8 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/pip install --quiet -e ".[test]"
+if [ "${1:-}" = "test" ]; then
+    .venv/bin/pip install --quiet -e ".[test]"
+else
+    .venv/bin/pip install --quiet -e .
+fi

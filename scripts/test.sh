@@ -3,6 +3,6 @@
 # when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh test
 .venv/bin/ruff check MedSegExtension Testing scripts
 .venv/bin/python -m pytest "$@"

@@ -15,6 +15,7 @@ import numpy as np
 from .inference import SegmentationResult, Segmenter, SegmentOptions
 from .io import SEGMENTATION_EXTENSION, WRITE_EXTENSIONS, read_channels, write_image, write_segmentation
 from .postprocess import PostprocessOptions
+from .render import overview, write_png
 
 __all__ = ["add_segment_parser", "cmd_segment"]
 
@@ -39,6 +40,8 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activation-layer", metavar="MODULE", help="network module for Grad-CAM (default: the last "
                    "decoder block)")
     p.add_argument("--report", metavar="FILE", help="JSON report: per-label volumes, surface, diameter, ...")
+    p.add_argument("--overview", metavar="PNG", help="picture: axial, coronal and sagittal slices with the mask, "
+                   "and below it the Grad-CAM (with --activation) or the entropy (with --uncertainty)")
     p.add_argument("--roi", nargs=6, type=int, metavar=("I0", "I1", "J0", "J1", "K0", "K1"),
                    help="segment only this half-open index box; the result is pasted back into the full grid")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8 passes in 3D)")
@@ -67,7 +70,9 @@ def _check_output_paths(args: argparse.Namespace) -> None:
         path = getattr(args, flag)
         if path and not path.endswith(WRITE_EXTENSIONS):
             raise ValueError(f"--{flag} {path!r}: use one of {', '.join(WRITE_EXTENSIONS)}")
-    for path in (out, args.probabilities, args.uncertainty, args.activation, args.report):
+    if args.overview and not args.overview.lower().endswith(".png"):
+        raise ValueError(f"--overview {args.overview!r}: the overview is a .png picture")
+    for path in (out, args.probabilities, args.uncertainty, args.activation, args.report, args.overview):
         if path and not Path(path).resolve().parent.is_dir():
             raise FileNotFoundError(f"output folder of {path!r} does not exist; create it first")
 
@@ -125,7 +130,7 @@ def _write_json(path: str, data: dict) -> None:
             os.unlink(tmp)
 
 
-def _write_outputs(args: argparse.Namespace, result: SegmentationResult) -> list[str]:
+def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray) -> list[str]:
     written = []
     if args.output.endswith(SEGMENTATION_EXTENSION):
         written.append(str(write_segmentation(args.output, result.labels, result.geometry, result.card.labels)))
@@ -148,6 +153,11 @@ def _write_outputs(args: argparse.Namespace, result: SegmentationResult) -> list
     if args.report:
         _write_json(args.report, {"inputs": [str(p) for p in args.inputs], **result.report()})
         written.append(args.report)
+    if args.overview:
+        heat = next(iter(result.activations.values()), result.entropy)
+        colors = {label.id: label.color for label in result.card.labels}
+        write_png(args.overview, overview(image[0], result.labels, result.geometry, colors, heat))
+        written.append(args.overview)
     return written
 
 
@@ -157,7 +167,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     options = _options(args, segmenter)
     channels, geometry = read_channels(args.inputs)
     result = segmenter.segment(channels, geometry, options, progress=_progress_bar(not args.no_progress))
-    for path in _write_outputs(args, result):
+    for path in _write_outputs(args, result, channels):
         print(f"wrote {path}")
     for m in result.measurements:
         print(f"  {m.name:<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels)")

@@ -46,7 +46,7 @@ def test_segment_end_to_end_as_a_user_runs_it(tmp_path, ckpt, sample):
     cmd = [sys.executable, "-m", "medseg", "segment", sample, "--model", str(ckpt), "--output",
            str(out / "seg.seg.nrrd"), "--probabilities", str(out / "p.nii.gz"), "--uncertainty", str(out / "u.nrrd"),
            "--activation", str(out / "cam.nii.gz"), "--activation-class", "posterior hippocampus",
-           "--report", str(out / "report.json"), "--tta", "--overlap", "0.25", "--postprocess", "largest",
+           "--report", str(out / "report.json"), "--overview", str(out / "overview.png"), "--tta", "--overlap", "0.25", "--postprocess", "largest",
            "--device", "cpu", "--threads", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -63,8 +63,9 @@ def test_segment_end_to_end_as_a_user_runs_it(tmp_path, ckpt, sample):
         assert row["volume_interval_ml"] is not None
     assert report["run"]["passes"] == 8
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["cam.nii.gz", "p_anterior_hippocampus.nii.gz", "p_posterior_hippocampus.nii.gz",
+    assert names == ["cam.nii.gz", "overview.png", "p_anterior_hippocampus.nii.gz", "p_posterior_hippocampus.nii.gz",
                      "report.json", "seg.seg.nrrd", "u.nrrd", "u_tta_variance.nrrd"]
+    assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cam, _ = read_image(out / "cam.nii.gz")
     assert cam.shape == image.shape and 0 <= cam.min() and cam.max() <= 1
 
