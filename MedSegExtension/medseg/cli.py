@@ -12,6 +12,7 @@ from . import __version__
 from .card import ModelCard
 from .catalog import bundled_models, resolve_checkpoint
 from .checkpoint import import_state_dict, read_card
+from .cli_evaluate import add_evaluate_parser
 from .cli_segment import add_segment_parser
 from .models import ARCHITECTURES, build_model
 
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the .safetensors file to write")
     p.set_defaults(func=cmd_import)
     add_segment_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

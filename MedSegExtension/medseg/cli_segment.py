@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .inference import SegmentationResult, Segmenter, SegmentOptions
-from .io import SEGMENTATION_EXTENSION, WRITE_EXTENSIONS, read_channels, write_image, write_segmentation
+from .io import SEGMENTATION_EXTENSION, WRITE_EXTENSIONS, read_channels, write_image, write_json, write_segmentation
 from .postprocess import PostprocessOptions
 from .render import overview, write_png
 
@@ -117,19 +114,6 @@ def _options(args: argparse.Namespace, segmenter: Segmenter) -> SegmentOptions:
         prune_level=args.prune_level, accurate=args.accurate)
 
 
-def _write_json(path: str, data: dict) -> None:
-    folder = Path(path).resolve().parent
-    fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray) -> list[str]:
     written = []
     if args.output.endswith(SEGMENTATION_EXTENSION):
@@ -151,7 +135,7 @@ def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: 
         (cam,) = result.activations.values()
         written.append(str(write_image(args.activation, cam.astype(np.float32), result.geometry)))
     if args.report:
-        _write_json(args.report, {"inputs": [str(p) for p in args.inputs], **result.report()})
+        write_json(args.report, {"inputs": [str(p) for p in args.inputs], **result.report()})
         written.append(args.report)
     if args.overview:
         heat = next(iter(result.activations.values()), result.entropy)

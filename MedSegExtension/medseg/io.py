@@ -18,10 +18,12 @@ temporary name in the target folder and renamed into place.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 import os
 import secrets
+import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
     "read_image",
     "read_segmentation",
     "write_image",
+    "write_json",
     "write_segmentation",
 ]
 
@@ -549,3 +552,17 @@ def _terminology_from_tags(tags: str) -> dict[str, dict[str, str]] | None:
                 out[name] = dict(zip(("scheme", "code", "meaning"), code, strict=True))
         return out if {"category", "type"} <= out.keys() else None
     return None
+
+
+def write_json(path: PathLike, data: dict) -> None:
+    """Write `data` as indented JSON atomically (a temporary file renamed in place)."""
+    folder = Path(path).resolve().parent
+    fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -46,7 +46,8 @@ def test_segment_end_to_end_as_a_user_runs_it(tmp_path, ckpt, sample):
     cmd = [sys.executable, "-m", "medseg", "segment", sample, "--model", str(ckpt), "--output",
            str(out / "seg.seg.nrrd"), "--probabilities", str(out / "p.nii.gz"), "--uncertainty", str(out / "u.nrrd"),
            "--activation", str(out / "cam.nii.gz"), "--activation-class", "posterior hippocampus",
-           "--report", str(out / "report.json"), "--overview", str(out / "overview.png"), "--tta", "--overlap", "0.25", "--postprocess", "largest",
+           "--report", str(out / "report.json"), "--overview", str(out / "overview.png"),
+           "--tta", "--overlap", "0.25", "--postprocess", "largest",
            "--device", "cpu", "--threads", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
