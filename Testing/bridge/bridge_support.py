@@ -1,0 +1,180 @@
+"""Helpers for the bridge tests: volume nodes built as Slicer's loader builds them, tiny checkpoints, scene
+snapshots. Imported by the tests (conftest.py skips this folder when the Slicer core is missing)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import slicer
+import torch
+import vtk
+
+from medseg.card import ModelCard
+from medseg.checkpoint import save_checkpoint
+from medseg.geometry import Geometry
+from medseg.models import build_model
+
+
+def add_volume(scene, array: np.ndarray, geometry: Geometry, name: str, study: str | None = "Study",
+               class_name: str = "vtkMRMLScalarVolumeNode"):
+    """A volume node built as Slicer's loader does (independently of the bridge), under a study item."""
+    node = scene.AddNewNodeByClass(class_name, name)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(geometry.ijk_to_ras()))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    parent = sh.GetSceneItemID()
+    if study is not None:
+        parent = sh.GetItemChildWithName(parent, study) or sh.CreateStudyItem(parent, study)
+    sh.CreateItem(parent, node)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def card_dict(model, channels=("T1w",)) -> dict:
+    """A hippocampus-like card (as Testing/engine/conftest.py), with as many MR channels as asked."""
+    return {
+        "name": "tiny-hippocampus",
+        "summary": "A tiny random-weight test network",
+        "architecture": "unet",
+        "architecture_args": model.config,
+        "inputs": [{"name": c, "modality": "MR", "normalization": {"kind": "zscore", "percentiles": [0.5, 99.5]}}
+                   for c in channels],
+        "labels": [
+            {"id": 0, "name": "background", "color": [0, 0, 0]},
+            {"id": 1, "name": "anterior hippocampus", "color": [220, 180, 60],
+             "terminology": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+                             "type": {"scheme": "SCT", "code": "5976003", "meaning": "Hippocampus"}}},
+            {"id": 2, "name": "posterior hippocampus", "color": [60, 140, 220]},
+        ],
+        "spacing": [1.0, 1.0, 1.0],
+        "patch_size": [32, 48, 32],
+        "training": {"dataset": "none (random weights)", "license": "CC0"},
+    }
+
+
+def make_checkpoint(path: Path, channels=("T1w",), calibration: np.ndarray | None = None) -> Path:
+    """A tiny random-weight U-Net; with `calibration` (an image), its head is set so that the labels are not all
+    background: about 80 % background, 10 % label 1 and 10 % label 2, in blobs that follow one feature map (a
+    random network's classes are otherwise so alike that one of them wins everywhere)."""
+    torch.manual_seed(0)
+    model = build_model("unet", spatial_dims=3, in_channels=len(channels), num_classes=3, width=0.0625,
+                        depth=3).eval()
+    if calibration is not None:
+        _calibrate(model, calibration)
+    return save_checkpoint(path, model, ModelCard.from_dict(card_dict(model, channels)))
+
+
+def _calibrate(model, image: np.ndarray) -> None:
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    z = np.clip(image, lo, hi)
+    z = (z - z.mean()) / z.std()
+    shape = [s - s % model.size_divisor for s in z.shape]
+    x = torch.from_numpy(np.ascontiguousarray(z[: shape[0], : shape[1], : shape[2]], dtype=np.float32))
+    with torch.no_grad():
+        features = model.forward_features(x[None, None].repeat(1, model.in_channels, 1, 1, 1))[0]
+        k = int(features.flatten(1).std(1).argmax())
+        q80, q90 = np.quantile(features[k].flatten().numpy(), [0.8, 0.9])
+        head = model.linear_head()
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[1, k], head.weight[2, k] = 1.0, 2.0  # logits 0, f - q80, 2 f - q80 - q90
+        head.bias[1], head.bias[2] = -q80, -(q80 + q90)
+
+
+# ---------------------------------------------------------------------------------------------- scene snapshots
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _segments(node) -> list:
+    segmentation = node.GetSegmentation()
+    out = []
+    for n in range(segmentation.GetNumberOfSegments()):
+        sid = segmentation.GetNthSegmentID(n)
+        segment = segmentation.GetSegment(sid)
+        image = segment.GetRepresentation("Binary labelmap")
+        voxels = (slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, sid)
+                  if image is not None and image.GetPointData().GetScalars() is not None else None)
+        out.append((sid, segment.GetName(), segment.GetLabelValue(), None if voxels is None else _digest(voxels)))
+    return out
+
+
+def snapshot(scene) -> dict:
+    """Every node: class, name, modified time and a digest of its content (voxels, segments, table cells,
+    slice-view layers, subject hierarchy items)."""
+    out = {}
+    for n in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(n)
+        entry = [node.GetClassName(), node.GetName(), node.GetMTime()]
+        if node.IsA("vtkMRMLVolumeNode") and node.GetImageData() is not None:
+            m = vtk.vtkMatrix4x4()
+            node.GetIJKToRASMatrix(m)
+            entry.append(_digest(slicer.util.arrayFromVolume(node), slicer.util.arrayFromVTKMatrix(m)))
+        elif node.IsA("vtkMRMLSegmentationNode"):
+            entry.append(_segments(node))
+        elif node.IsA("vtkMRMLTableNode"):
+            table = node.GetTable()
+            entry.append([[table.GetValue(r, c).ToString() for c in range(table.GetNumberOfColumns())]
+                          for r in range(table.GetNumberOfRows())])
+        elif node.IsA("vtkMRMLSliceCompositeNode"):
+            entry.append((node.GetBackgroundVolumeID(), node.GetForegroundVolumeID(), node.GetForegroundOpacity()))
+        elif node.IsA("vtkMRMLSubjectHierarchyNode"):
+            items = vtk.vtkIdList()
+            node.GetItemChildren(node.GetSceneItemID(), items, True)
+            entry.append(sorted((node.GetItemName(items.GetId(i)), node.GetItemParent(items.GetId(i)))
+                                for i in range(items.GetNumberOfIds())))
+        out[node.GetID()] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- results without a model
+
+
+def synthetic_result(image: np.ndarray, geometry: Geometry, labels: np.ndarray, card: ModelCard,
+                     uncertainty: bool = False):
+    """A SegmentationResult made from a known label map (no network): measured as the engine measures, with
+    one-hot probabilities (so soft volume == volume) and, if asked, an uncertainty map."""
+    from medseg.inference import SegmentationResult
+    from medseg.measure import measure_labels
+
+    probabilities = np.stack([(labels == label.id).astype(np.float32) for label in card.labels])
+    measurements = measure_labels(labels, geometry, card.labels, image=image, probabilities=probabilities,
+                                  volume_passes_ml={lab.id: [0.9 * (labels == lab.id).sum() * geometry.voxel_volume_ml,
+                                                             1.1 * (labels == lab.id).sum() * geometry.voxel_volume_ml]
+                                                    for lab in card.foreground_labels})
+    result = SegmentationResult(labels, geometry, card, measurements=measurements)
+    if uncertainty:
+        result.entropy = np.linspace(0, 1, labels.size, dtype=np.float32).reshape(labels.shape)
+    return result
+
+
+def hippocampus_card() -> ModelCard:
+    torch.manual_seed(0)
+    model = build_model("unet", spatial_dims=3, in_channels=1, num_classes=3, width=0.0625, depth=3)
+    return ModelCard.from_dict(card_dict(model))
+
+
+def application_modules(scene):
+    """``slicer.modules`` with ``volumes.logic()`` and ``segmentations.logic()`` as the application provides them,
+    made of the core logics, so that user-script helpers such as ``slicer.util.updateSegmentBinaryLabelmapFromArray``
+    run (set it with monkeypatch)."""
+    from types import SimpleNamespace
+
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations.SetMRMLScene(scene)
+    return SimpleNamespace(volumes=SimpleNamespace(logic=lambda: volumes),
+                           segmentations=SimpleNamespace(logic=lambda: segmentations))
