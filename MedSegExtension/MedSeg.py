@@ -1,81 +1,669 @@
-"""MedSeg: U-Net family segmentation in 3D Slicer.
+"""MedSeg: U-Net family segmentation in 3D Slicer, with heat-map overlays, a volume table, correction and export.
 
-This file follows Slicer's scripted-module template (Module, Widget, Logic, Test). The engine (``medseg``)
-and the bridge (``MedSegLib``) hold the work; this file only wires them to the application. The
-Segment panel (model picker, overlays, volume table) arrives with the Slicer-module issue; for now the
-panel lists the architectures and bundled models the engine finds.
+Slicer's scripted-module template: Module, a typed parameter node, a Widget bound to ``Resources/UI/MedSeg.ui``
+(``SlicerParameterName`` properties + ``connectGui``), a Logic facade over the bridge (``MedSegLib``) and a Test.
+The engine (``medseg``, PyTorch) is imported only when used, so the module loads without PyTorch and offers to
+install it. The work runs in a background thread (``MedSegLib.worker``) polled by a timer; see ARCHITECTURE.md.
 """
 
 import logging
+import os
+import pathlib
+import time
+from typing import Annotated
 
+import qt
 import slicer
+import vtk
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
+
+from MedSegLib.dependencies import ensure_requirements, missing_requirements
+from MedSegLib.panel import (
+    Device,
+    channel_labels,
+    describe_card,
+    device_summary,
+    input_volumes,
+    model_choices,
+    overlay_label,
+    resource_path,
+    saved_paths,
+    settings_from_parameters,
+)
+
+CHECKPOINTS_SETTING = "MedSeg/Checkpoints"  # the user's added checkpoint files (QSettings)
+SEGMENT_EDITOR_TAG = "MedSeg"  # singleton tag of the panel's segment editor node
+
+
+def _nodeId(node):
+    return node.GetID() if node is not None else None
+
+
+def _fillCombo(combo, items, selected=None) -> None:
+    """Replace a combo box's entries with (text, data, tooltip) items and select `selected` data, without signals."""
+    combo.blockSignals(True)
+    combo.clear()
+    for text, data, tooltip in items:
+        combo.addItem(text, data)
+        if tooltip:
+            combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
+    combo.setCurrentIndex(combo.findData(selected) if selected is not None else -1)
+    combo.blockSignals(False)
+
+
+def _resourcePath(relativePath: str) -> str:
+    """``Resources/<relativePath>``: beside the module once installed, ``../Resources`` in the source tree."""
+    return str(resource_path(__file__, relativePath))
 
 
 class MedSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "MedSeg"
+        self.parent.title = _("MedSeg")
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["MedSeg developers"]
-        self.parent.helpText = (
-            "Segment CT and MRI volumes with U-Net, UNet++, V-Net and Attention U-Net models; show probability, "
-            "uncertainty and Grad-CAM overlays and a table of organ volumes."
-        )
-        self.parent.acknowledgementText = (
-            "Networks after Ronneberger 2015, Zhou 2018, Milletari 2016 and Oktay 2018. Bundled models are trained "
-            "on public data sets; see each model card."
-        )
+        self.parent.helpText = _(
+            "Segment CT and MRI volumes with U-Net, UNet++, V-Net and Attention U-Net models: pick a volume and a "
+            "model, click Segment, look at the Grad-CAM and uncertainty overlays and the volume table, correct the "
+            "result with the Segment Editor and save it.<br><br>"
+            "Every model carries its <b>model card</b>: architecture, inputs, labels, the data set it was trained on "
+            "and its license, and its validation metrics. The panel shows it under the model picker (hover for the "
+            "whole card). Bundled models are trained by the MedSeg project on public data sets named in their cards "
+            "(the hippocampus models on the Medical Segmentation Decathlon Task04, CC-BY-SA 4.0). "
+            "Research use only: not a medical device.")
+        self.parent.acknowledgementText = _(
+            "Networks after Ronneberger et al. 2015 (U-Net), Zhou et al. 2018 (UNet++), Milletari et al. 2016 "
+            "(V-Net) and Oktay et al. 2018 (Attention U-Net); overlap-tile inference after nnU-Net. Sample data: "
+            "Medical Segmentation Decathlon (Simpson et al. 2019, Antonelli et al. 2022), CC-BY-SA 4.0.")
+
+
+@parameterNodeWrapper
+class MedSegParameterNode:
+    """The panel's state, saved with the scene. ``modelName`` and ``activationClass`` are bound by hand (their lists
+    come from the model card); every other field is bound through ``SlicerParameterName`` in MedSeg.ui."""
+
+    inputVolume: vtkMRMLScalarVolumeNode | None
+    channel2Volume: vtkMRMLScalarVolumeNode | None
+    channel3Volume: vtkMRMLScalarVolumeNode | None
+    modelName: str = ""  # a bundled model's name or a checkpoint path
+    device: Device = Device.AUTO
+    tta: bool = False
+    overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
+    pruneLevel: Annotated[int, WithinRange(1, 4)] = 4
+    accurate: bool = False
+    largestComponent: bool = False
+    fillHoles: bool = False
+    minIslandMl: Annotated[float, WithinRange(0.0, 100.0)] = 0.0
+    roi: vtkMRMLMarkupsROINode | None
+    uncertainty: bool = True
+    probabilities: bool = False
+    activationClass: str = ""  # a label name of the model, "" for no Grad-CAM
+    replacePrevious: bool = True
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    outputSegmentation: vtkMRMLSegmentationNode | None
+    outputTable: vtkMRMLTableNode | None
+    outputFolder: pathlib.Path
+
+
+class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._choices = {}  # model key -> MedSegLib.panel.ModelChoice
+        self._task = None  # the running MedSegLib.worker.BackgroundTask
+        self._run = None  # (RunInputs, RunSettings) of the running task
+        self._shown = (None, None)  # (model key, segmentation node ID) the panel shows
+        self._noModel = ""  # why the model list is empty
+        self._applying = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(_resourcePath("UI/MedSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MedSegLogic()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(100)
+        self._pollTimer.timeout.connect(self._poll)
+        self._tableTimer = qt.QTimer()  # debounces table refreshes while the user edits
+        self._tableTimer.setSingleShot(True)
+        self._tableTimer.setInterval(500)
+        self._tableTimer.timeout.connect(self._refreshTable)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.clicked.connect(self.onSegment)
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.addCheckpointButton.clicked.connect(self.onAddCheckpoint)
+        self.ui.installButton.clicked.connect(self.onInstall)
+        self.ui.saveButton.clicked.connect(self.onSave)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onModelPicked)
+        self.ui.activationClassComboBox.connect("currentIndexChanged(int)", self._onActivationPicked)
+        self.ui.overlayComboBox.connect("currentIndexChanged(int)", self._onOverlayPicked)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.logic.setOverlayOpacity)
+        self.refreshModels()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._pollTimer.stop()
+        self._tableTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None:
+            self._task.cancel()  # its volume is going away: nothing will be applied
+        self.removeObservers(self._onSegmentationEdited)
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node ---------------------------------------------------------------------------------------------
+    def initializeParameterNode(self) -> None:
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if not p.inputVolume:
+            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not p.modelName and self._choices:
+            p.modelName = next(iter(self._choices))
+        if str(p.outputFolder) in ("", "."):
+            p.outputFolder = pathlib.Path.home() / "MedSeg"
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode == inputParameterNode:
+            return
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        self._shown = (None, None)
+        if self._parameterNode:
+            # The .ui sets a "SlicerParameterName" dynamic property on every widget that is connected here.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        model, segmentationId = self._shown
+        if p.modelName != model:
+            self._showModel(p.modelName)
+        if _nodeId(p.outputSegmentation) != segmentationId:
+            self._showResult(p.outputSegmentation)
+        self.ui.tableView.setMRMLTableNode(p.outputTable)
+        self._updateButtons()
+
+    def _card(self):
+        choice = self._choices.get(self._parameterNode.modelName) if self._parameterNode else None
+        return choice.card if choice is not None else None
+
+    def _showModel(self, key: str) -> None:
+        """The model picker, its card text, the channel selectors, UNet++ options and Grad-CAM classes."""
+        self._shown = (key, self._shown[1])
+        if key and key not in self._choices and os.path.isfile(key) and not missing_requirements():
+            self.addCheckpoint(key, remember=False)  # a checkpoint file named in a saved scene
+            return
+        combo = self.ui.modelComboBox
+        combo.blockSignals(True)
+        combo.setCurrentIndex(combo.findData(key) if key else -1)
+        combo.blockSignals(False)
+        choice = self._choices.get(key)
+        card = choice.card if choice is not None else None
+        self.ui.modelInfoLabel.toolTip = choice.tooltip if choice else ""
+        self.ui.modelInfoLabel.text = describe_card(card) if card else (
+            _("Model {key} is not available: pick another one.").format(key=key) if key and self._choices
+            else self._noModel if not self._choices else _("No model selected."))
+        try:
+            labels = channel_labels(card)
+        except ValueError as exc:
+            self.ui.modelInfoLabel.text = str(exc)
+            labels = channel_labels(None)
+        for text, label, selector in zip(labels, (self.ui.inputVolumeLabel, self.ui.channel2Label,
+                                                  self.ui.channel3Label),
+                                         (self.ui.inputVolumeSelector, self.ui.channel2Selector,
+                                          self.ui.channel3Selector), strict=True):
+            label.text = text or label.text
+            label.visible = selector.visible = bool(text)
+        unetpp = card is not None and card.architecture == "unetpp"
+        self.ui.pruneLevelSpinBox.enabled = self.ui.accurateCheckBox.enabled = unetpp
+        classes = [(label.name, label.name, "") for label in card.foreground_labels] if card else []
+        selected = self._parameterNode.activationClass if any(c[1] == self._parameterNode.activationClass
+                                                              for c in classes) else ""
+        _fillCombo(self.ui.activationClassComboBox, [(_("none"), "", ""), *classes], selected)
+
+    def _onModelPicked(self, index: int) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.modelName = self.ui.modelComboBox.itemData(index) or ""
+
+    def _onActivationPicked(self, index: int) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.activationClass = self.ui.activationClassComboBox.itemData(index) or ""
+
+    def _updateButtons(self) -> None:
+        p, running = self._parameterNode, self._task is not None
+        if p is None:
+            return
+        missing = [] if p.inputVolume else [_("an input volume")]
+        missing += [] if self._card() else [_("a model")]
+        self.ui.segmentButton.enabled = not running and not missing
+        self.ui.segmentButton.toolTip = (_("Pick {what} first").format(what=" and ".join(missing)) if missing
+                                         else _("Segment the input volume with the model."))
+        self.ui.cancelButton.enabled = running and not self._task.cancelled
+        self.ui.saveButton.enabled = p.outputSegmentation is not None and not running
+
+    # -- models and dependencies ------------------------------------------------------------------------------------
+    def refreshModels(self) -> None:
+        """The model picker (bundled models, then the user's checkpoints) and the device line."""
+        missing = missing_requirements()
+        self.ui.installButton.visible = bool(missing)
+        choices, devices = [], []
+        if missing:
+            self._noModel = _("{names} not installed: click Install.").format(names=", ".join(r.title for r in missing))
+        else:
+            try:
+                choices, problems = self.logic.modelChoices(self._savedCheckpoints())
+                devices = self.logic.availableDevices()
+                self._noModel = _("No model is bundled yet: add a checkpoint (.safetensors).")
+            except Exception as exc:  # a broken PyTorch installation: the panel still opens
+                logging.error("MedSeg: the engine cannot be loaded: %s", exc)
+                problems, self._noModel = [], _("The engine cannot be loaded: {error}").format(error=exc)
+            for problem in problems:
+                logging.warning("MedSeg: checkpoint skipped: %s", problem)
+        self._choices = {c.key: c for c in choices}
+        _fillCombo(self.ui.modelComboBox, [(c.text, c.key, c.tooltip) for c in choices])
+        self.ui.deviceInfoLabel.text = device_summary(devices) if devices else ""
+        self._shown = (None, self._shown[1])
+        if self._parameterNode is not None:
+            self._onParameterNodeModified()
+
+    def _savedCheckpoints(self) -> list:
+        return saved_paths(qt.QSettings().value(CHECKPOINTS_SETTING))
+
+    def addCheckpoint(self, path: str, remember: bool = True) -> bool:
+        """Validate a checkpoint file (its card), add it to the model picker and select it."""
+        try:
+            self.logic.readCard(path)
+        except (OSError, ValueError) as exc:
+            self._showError(_("Not a usable MedSeg checkpoint"), exc)
+            return False
+        if remember:
+            qt.QSettings().setValue(CHECKPOINTS_SETTING, saved_paths([*self._savedCheckpoints(), path]))
+        if path not in self._choices:
+            self._choices.update({c.key: c for c in self.logic.modelChoices([path])[0] if c.key == path})
+            choices = self._choices.values()
+            _fillCombo(self.ui.modelComboBox, [(c.text, c.key, c.tooltip) for c in choices], path)
+        if self._parameterNode is not None:
+            self._shown = (None, self._shown[1])
+            self._parameterNode.modelName = path
+            self._onParameterNodeModified()
+        return True
+
+    def onAddCheckpoint(self) -> None:
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Add a MedSeg checkpoint"), "",
+                                              _("MedSeg checkpoints (*.safetensors);;All files (*)"))
+        if path and self._ensureEngine():
+            self.addCheckpoint(path)
+
+    def onInstall(self) -> None:
+        if self._ensureEngine():
+            self.initializeParameterNode()
+
+    def _ensureEngine(self) -> bool:
+        """Install the engine's requirements if missing, after asking (never at import)."""
+
+        def installTorch(versionRequirement):
+            import PyTorchUtils  # the PyTorch extension: it picks the CUDA build for the GPU driver
+
+            return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                 torchVersionRequirement=versionRequirement)
+
+        try:
+            state, message = ensure_requirements(
+                lambda text: slicer.util.confirmOkCancelDisplay(text, windowTitle=_("MedSeg needs Python packages")),
+                installTorch, slicer.util.pip_install, hasattr(slicer.modules, "pytorchutils"))
+        except Exception as exc:
+            self._showError(_("Installing the Python packages failed"), exc)
+            return False
+        if message:
+            self.ui.statusLabel.text = message
+        if state == "installed":
+            self.refreshModels()
+        return state in ("ready", "installed")
+
+    # -- Segment, progress, Cancel ----------------------------------------------------------------------------------
+    def onSegment(self) -> None:
+        if self._task is not None or not self._ensureEngine():
+            return
+        p = self._parameterNode
+        try:
+            choice = self._choices.get(p.modelName)
+            if choice is None:
+                raise ValueError(_("no model selected; pick one in the Model list (or add a checkpoint file)"))
+            settings = settings_from_parameters(p, choice.card)
+            inputs = self.logic.readInputs(input_volumes(p, choice.card), choice.card, p.roi)
+            self._task = self.logic.startSegmentation(inputs, settings)
+        except Exception as exc:
+            self._showError(_("MedSeg cannot segment"), exc)
+            return
+        self._run = (inputs, settings)
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = _("Starting...")
+        self._updateButtons()
+        self._pollTimer.start()
+
+    def onCancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.ui.statusLabel.text = _("Cancelling (within one window)...")
+            self._updateButtons()
+
+    def _poll(self) -> None:
+        """Main thread, every 100 ms: progress, then the outcome once the worker has finished."""
+        task = self._task
+        if task is None:
+            self._pollTimer.stop()
+            return
+        progress = task.progress()
+        self.ui.progressBar.value = round(100 * progress.fraction)
+        if not task.cancelled:
+            self.ui.statusLabel.text = progress.message
+        outcome = task.take()
+        if outcome is None:
+            return
+        self._pollTimer.stop()
+        self._task = None
+        (inputs, settings), self._run = self._run, None
+        if outcome.state == "done":
+            self._apply(inputs, outcome, settings)
+        elif outcome.state == "cancelled":
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Cancelled: nothing was changed.")
+        else:
+            self._showError(_("Segmentation failed; nothing was changed"), outcome.error, outcome.traceback)
+        if self._parameterNode is not None:
+            self._updateButtons()
+
+    def _apply(self, inputs, outcome, settings) -> None:
+        self._applying = True
+        try:
+            applied = self.logic.apply(inputs, outcome.result, settings)
+        except Exception as exc:
+            self._showError(_("The result could not be added to the scene; nothing was changed"), exc)
+            return
+        finally:
+            self._applying = False
+            self._tableTimer.stop()
+        p = self._parameterNode or self.logic.getParameterNode()  # the user may have left the module meanwhile
+        p.outputTable = slicer.mrmlScene.GetNodeByID(applied.table_id)
+        p.outputSegmentation = slicer.mrmlScene.GetNodeByID(applied.segmentation_id)
+        self._listOverlays(applied.shown_overlay)
+        self.ui.statusLabel.text = _("Done in {seconds:.1f} s on {device}.").format(
+            seconds=outcome.seconds, device=outcome.result.info.get("device", settings.device))
+
+    def _showError(self, what: str, exc, details: str = "") -> None:
+        message = f"{what}: {exc}"
+        self.ui.statusLabel.text = message
+        if details:
+            logging.error("%s\n%s", message, details)
+        slicer.util.errorDisplay(message, windowTitle=_("MedSeg"), **({"detailedText": details} if details else {}))
+
+    # -- results: overlays, table, correction, save -----------------------------------------------------------------
+    def _showResult(self, segmentation) -> None:
+        """The segment editor, the edit observations, the table and the overlay list follow the result shown."""
+        self._shown = (self._shown[0], _nodeId(segmentation))
+        self.removeObservers(self._onSegmentationEdited)
+        editor = self.ui.segmentEditorWidget
+        editor.setSegmentationNode(segmentation)
+        if segmentation is not None:
+            editor.setSourceVolumeNode(self.logic.sourceVolume(segmentation) or self._parameterNode.inputVolume)
+            for event in self.logic.editEvents():
+                self.addObserver(segmentation, event, self._onSegmentationEdited)
+            table = self.logic.resultTable(segmentation)
+            if table is not None and _nodeId(self._parameterNode.outputTable) != table.GetID():
+                self._parameterNode.outputTable = table
+        self._listOverlays()
+
+    def _onSegmentationEdited(self, caller=None, event=None) -> None:
+        if not self._applying:
+            self._tableTimer.start()  # restarts: the table is measured 0.5 s after the last edit
+
+    def _refreshTable(self) -> None:
+        if self._task is not None:
+            self._tableTimer.start()  # measure once the run is over
+            return
+        p = self._parameterNode or self.logic.getParameterNode()  # edits in the Segment Editor module count too
+        if p.outputSegmentation is None:
+            return
+        try:
+            self.logic.recomputeTable(p.outputSegmentation, p.outputTable)
+        except Exception as exc:  # not modal: edits come in bursts
+            logging.warning("MedSeg: volume table not updated: %s", exc)
+            self.ui.statusLabel.text = _("Volume table not updated: {error}").format(error=exc)
+
+    def _listOverlays(self, selected=None) -> None:
+        segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
+        overlays = self.logic.overlays(segmentation)
+        _fillCombo(self.ui.overlayComboBox, [(_("none"), "", ""), *((overlay_label(kind), node.GetID(), "")
+                                                                   for kind, node in overlays.items())],
+                   overlays[selected].GetID() if selected in overlays else "")
+
+    def _onOverlayPicked(self, index: int) -> None:
+        node = slicer.mrmlScene.GetNodeByID(self.ui.overlayComboBox.itemData(index) or "")
+        p = self._parameterNode
+        volume = self.logic.sourceVolume(p.outputSegmentation) if p and p.outputSegmentation else None
+        self.logic.showOverlay(node, p.overlayOpacity if p else 0.5, volume)
+
+    def onSave(self) -> None:
+        p = self._parameterNode
+        try:
+            try:
+                files = self.logic.save(p.outputFolder, p.outputSegmentation, p.outputTable, overwrite=False)
+            except FileExistsError as exc:
+                if not slicer.util.confirmOkCancelDisplay(_("{error}\n\nReplace them?").format(error=exc)):
+                    return
+                files = self.logic.save(p.outputFolder, p.outputSegmentation, p.outputTable, overwrite=True)
+        except Exception as exc:
+            self._showError(_("Saving failed; no file was written"), exc)
+            return
+        self.ui.statusLabel.text = _("Saved {files}").format(files=", ".join(str(f) for f in files.values()))
 
 
 class MedSegLogic(ScriptedLoadableModuleLogic):
-    """Facade over the engine. The engine needs PyTorch, imported only when used (never at module load)."""
+    """A thin facade over the bridge (``MedSegLib``) for the panel and for scripts; imports the engine when used."""
 
-    def catalog(self):
-        """(architecture names, bundled model entries); raises ImportError when PyTorch is missing."""
+    def __init__(self, cache=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._cache = cache
+
+    @property
+    def cache(self):
+        from MedSegLib.run import MODEL_CACHE
+
+        return self._cache if self._cache is not None else MODEL_CACHE
+
+    def getParameterNode(self):
+        return MedSegParameterNode(super().getParameterNode())
+
+    def modelChoices(self, userPaths=()):
         from medseg.catalog import bundled_models
-        from medseg.models import architecture_names
+        from medseg.checkpoint import read_card
 
-        return architecture_names(), bundled_models()
+        return model_choices(bundled_models(), list(userPaths), read_card)
 
+    def readCard(self, path):
+        from medseg.checkpoint import read_card
 
-class MedSegWidget(ScriptedLoadableModuleWidget):
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        import qt
+        return read_card(path)
 
-        self.logic = MedSegLogic()
-        self.modelsText = qt.QTextBrowser()
-        self.layout.addWidget(self.modelsText)
-        self.layout.addStretch(1)
-        self.refreshModels()
+    def availableDevices(self):
+        from medseg.device import available_devices
 
-    def refreshModels(self):
-        try:
-            architectures, models = self.logic.catalog()
-        except ImportError as exc:
-            logging.warning("MedSeg engine unavailable: %s", exc)
-            self.modelsText.setPlainText(f"PyTorch is not installed ({exc}). Install the PyTorch extension.")
-            return
-        lines = ["Architectures: " + ", ".join(architectures), "", "Bundled models:"]
-        lines += [f"  {m.name}: {m.card.summary}" for m in models] or ["  (none bundled yet)"]
-        self.modelsText.setPlainText("\n".join(lines))
+        return available_devices()
+
+    def readInputs(self, volumeNodes, card, roiNode=None):
+        from MedSegLib.run import read_inputs
+
+        return read_inputs(volumeNodes, card, roiNode)
+
+    def startSegmentation(self, inputs, settings):
+        """Load (or reuse) the model and segment in a background thread; returns the running task."""
+        from MedSegLib.worker import start_segmentation
+
+        return start_segmentation(self.cache, settings.model, settings.device, inputs, settings.segment_options())
+
+    def apply(self, inputs, result, settings):
+        from MedSegLib.run import apply
+
+        return apply(slicer.mrmlScene, inputs, result, settings.apply_options())
+
+    def segment(self, volumeNodes, settings, roiNode=None):
+        """Segment and put the result in the scene in one call (blocks; for scripts)."""
+        from MedSegLib.run import SegmentationRun
+
+        return SegmentationRun(slicer.mrmlScene, self.cache).run(
+            volumeNodes, settings.model, settings.segment_options(), device=settings.device, roi_node=roiNode,
+            apply_options=settings.apply_options())
+
+    def sourceVolume(self, segmentation):
+        from MedSegLib.segmentation import SOURCE_VOLUME_ROLE
+
+        return segmentation.GetNodeReference(SOURCE_VOLUME_ROLE)
+
+    def resultTable(self, segmentation):
+        from MedSegLib.segmentation import TABLE_ROLE
+
+        return segmentation.GetNodeReference(TABLE_ROLE)
+
+    def overlays(self, segmentation):
+        from MedSegLib.segmentation import overlay_nodes
+
+        return overlay_nodes(segmentation) if segmentation is not None else {}
+
+    def showOverlay(self, overlayNode, opacity=0.5, volumeNode=None):
+        from MedSegLib.display import show_overlay
+
+        show_overlay(slicer.mrmlScene, overlayNode, opacity, background_node=volumeNode)
+
+    def setOverlayOpacity(self, opacity):
+        from MedSegLib.display import set_overlay_opacity
+
+        set_overlay_opacity(slicer.mrmlScene, opacity)
+
+    def editEvents(self):
+        """Segmentation node events after which the volume table is measured again."""
+        seg = slicer.vtkSegmentation
+        source = getattr(seg, "SourceRepresentationModified", None) or seg.MasterRepresentationModified
+        return (seg.SegmentAdded, seg.SegmentRemoved, seg.SegmentModified, source)
+
+    def recomputeTable(self, segmentation, table=None):
+        from MedSegLib.tables import recompute_table
+
+        return recompute_table(segmentation, table)
+
+    def save(self, folder, segmentation, table=None, overwrite=True):
+        from MedSegLib.export import save_results
+
+        if segmentation is None:
+            raise ValueError(_("no segmentation to save; click Segment first or pick one under Results"))
+        return save_results(folder, segmentation, table_node=table, overwrite=overwrite)
+
+    def segmentEditorNode(self):
+        """The panel's own segment editor node (a singleton, so it survives module reloads)."""
+        node = slicer.mrmlScene.GetSingletonNode(SEGMENT_EDITOR_TAG, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(SEGMENT_EDITOR_TAG)
+            node = slicer.mrmlScene.AddNode(node)
+        return node
 
 
 class MedSegTest(ScriptedLoadableModuleTest):
+    """Loads the bundled sample volume, segments it on the CPU with the bundled hippocampus model (or a tiny random
+    checkpoint when none is bundled), and checks segments, overlays and table against the engine alone."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_catalog()
+        self.test_logic_on_sample()
+        self.setUp()
+        self.test_panel_runs_in_background()
 
-    def test_catalog(self):
-        architectures, _ = MedSegLogic().catalog()
-        self.assertIn("unet", architectures)
+    def _sample(self):
+        from MedSegLib import selftest
+
+        slicer.util.selectModule("MedSeg")  # in testing mode the install question is answered yes
+        self.assertTrue(slicer.modules.medseg.widgetRepresentation().self()._ensureEngine(), "no PyTorch")
+        volume = slicer.util.loadVolume(str(selftest.sample_path()))
+        folder = os.path.join(slicer.app.temporaryPath, "MedSegTest")
+        os.makedirs(folder, exist_ok=True)
+        model, bundled = selftest.self_test_model(folder, slicer.util.arrayFromVolume(volume))
+        return volume, model, bundled
+
+    def test_logic_on_sample(self):
+        from MedSegLib import selftest
+        from MedSegLib.run import ModelCache
+
+        self.delayDisplay("Segmenting the sample through the bridge")
+        volume, model, bundled = self._sample()
+        report = selftest.check_run(slicer.mrmlScene, volume, model, "cpu", ModelCache(), bundled)
+        self.delayDisplay(f"Passed: {report}")
+
+    def test_panel_runs_in_background(self):
+        from MedSegLib.tables import table_rows
+
+        volume, model, bundled = self._sample()
+        widget = slicer.modules.medseg.widgetRepresentation().self()
+        if not bundled:
+            self.assertTrue(widget.addCheckpoint(model, remember=False))
+        p = widget._parameterNode
+        p.inputVolume, p.modelName, p.device, p.activationClass = volume, model, Device.CPU, ""
+        for cancel in (True, False):
+            nodes = slicer.mrmlScene.GetNumberOfNodes()
+            widget.ui.segmentButton.click()
+            self.assertIsNotNone(widget._task, widget.ui.statusLabel.text)
+            if cancel:
+                widget.ui.cancelButton.click()
+            for _i in range(1200):  # at most 2 min; the GUI keeps processing events meanwhile
+                if widget._task is None:
+                    break
+                slicer.app.processEvents()
+                time.sleep(0.1)
+            self.assertIsNone(widget._task, "the run did not finish in 2 minutes")
+            if cancel:
+                self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes, "a cancelled run changed the scene")
+        segmentation = p.outputSegmentation
+        self.assertIsNotNone(segmentation, widget.ui.statusLabel.text)
+        self.assertEqual(len(table_rows(p.outputTable)), segmentation.GetSegmentation().GetNumberOfSegments())
+        self.delayDisplay("Panel test passed")
+

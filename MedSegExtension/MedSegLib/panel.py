@@ -1,0 +1,261 @@
+"""What the MedSeg panel shows and what it sends to the bridge, without Qt (tested in pytest).
+
+``MedSeg.py`` binds widgets to its parameter node and calls these: the model picker's entries and the card text under
+it, the channel labels from the card's inputs, the device line, the run settings read from the parameter node (turned
+into the engine's ``SegmentOptions`` and the bridge's ``ApplyOptions``), the overlay picker's names, and where the
+``Resources`` folder is. Nothing here imports PyTorch: the engine is imported only when options are built.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.card import ModelCard
+    from medseg.inference import SegmentOptions
+
+    from .run import ApplyOptions
+
+__all__ = [
+    "CHANNEL_FIELDS",
+    "Device",
+    "ModelChoice",
+    "RunSettings",
+    "card_tooltip",
+    "channel_labels",
+    "describe_card",
+    "device_summary",
+    "format_metrics",
+    "input_volumes",
+    "model_choices",
+    "overlay_label",
+    "resource_path",
+    "saved_paths",
+    "settings_from_parameters",
+]
+
+log = logging.getLogger(__name__)
+
+# Parameter node fields of the input channels, in the model card's channel order (the panel has three selectors).
+CHANNEL_FIELDS = ("inputVolume", "channel2Volume", "channel3Volume")
+
+
+class Device(enum.Enum):
+    """The device picker (the parameter node stores the member; the engine gets its value)."""
+
+    AUTO = "auto"
+    GPU = "cuda"
+    CPU = "cpu"
+
+    @staticmethod
+    def label(member: Device) -> str:  # the parameter node wrapper's combo-box text for an enum member
+        return {"auto": "Auto (GPU if found)", "cuda": "GPU (CUDA)", "cpu": "CPU"}[member.value]
+
+
+def resource_path(module_file: str | os.PathLike[str], relative: str) -> Path:
+    """A file of the extension's ``Resources``: beside the module once installed (``<module dir>/Resources``), the
+    repository's top-level ``Resources`` in the source tree (module dir = ``MedSegExtension/``)."""
+    here = Path(module_file).resolve().parent
+    candidates = [here / "Resources" / relative, here.parent / "Resources" / relative]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model picker.
+
+    Attributes:
+        key: what the parameter node stores and the engine resolves: a bundled model's name or a checkpoint path.
+        text: the entry's text.
+        card: the model card (read from the file's header, weights not loaded).
+        bundled: shipped in ``Resources/Models``.
+    """
+
+    key: str
+    text: str
+    card: ModelCard
+    bundled: bool
+
+    @property
+    def tooltip(self) -> str:
+        return card_tooltip(self.card, None if self.bundled else self.key)
+
+
+def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
+                  read_card: Callable[[str], ModelCard]) -> tuple[list[ModelChoice], list[str]]:
+    """The picker's entries: bundled models (``medseg.catalog.bundled_models()``), then the user's checkpoints.
+
+    Returns:
+        (choices, problems): a user checkpoint that is gone or unreadable is left out and its problem listed.
+    """
+    choices = [ModelChoice(e.name, f"{e.name} (bundled)", e.card, True) for e in bundled]
+    problems = []
+    for path in user_paths:
+        if any(c.key == path for c in choices):
+            continue
+        try:
+            card = read_card(path)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        choices.append(ModelChoice(path, f"{card.name} ({Path(path).name})", card, False))
+    return choices, problems
+
+
+def saved_paths(value: Any) -> list[str]:
+    """The checkpoint list kept in Slicer's settings (QSettings gives None, a string or a list)."""
+    if value is None or value == "":
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return list(dict.fromkeys(str(v) for v in items if v))
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """Validation metrics in one line: ``Dice: anterior 0.891, posterior 0.874 (mean 0.883; 26 cases)``."""
+    if not metrics:
+        return "no validation metrics in the card"
+    parts = []
+    for key in ("dice", "iou"):
+        per_label = metrics.get(key)
+        if isinstance(per_label, dict) and per_label:
+            text = ", ".join(f"{name} {value:.3f}" for name, value in per_label.items()
+                             if isinstance(value, float | int))
+            mean = metrics.get(f"mean_{key}")
+            parts.append(f"{'Dice' if key == 'dice' else 'IoU'}: {text}" + (
+                f" (mean {mean:.3f})" if isinstance(mean, float | int) else ""))
+    if not parts:
+        parts = [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                 if isinstance(v, float | int | str)]
+    cases = metrics.get("validation_cases")
+    return "; ".join(parts) + (f"; {cases} validation cases" if isinstance(cases, int) else "")
+
+
+def describe_card(card: ModelCard) -> str:
+    """The text under the model picker: what the model does, on what it was trained, how well it did."""
+    inputs = ", ".join(f"{c.name} ({c.modality})" for c in card.inputs)
+    labels = ", ".join(label.name for label in card.foreground_labels)
+    training = card.training
+    lines = [card.summary,
+             f"{card.architecture}, {card.spatial_dims}D; input: {inputs}; labels: {labels}",
+             f"Trained on {training.get('dataset', 'an unnamed data set')} (license: {training.get('license', '?')})",
+             f"Validation: {format_metrics(card.metrics)}"]
+    return "\n".join(lines)
+
+
+def card_tooltip(card: ModelCard, path: str | None = None) -> str:
+    """The whole card, for the picker's tooltip."""
+    spacing = "input spacing" if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
+    lines = [describe_card(card), f"Patch {list(card.patch_size)}, spacing {spacing}, engine {card.engine_version}"]
+    if card.description:
+        lines.append(card.description)
+    if path:
+        lines.append(f"File: {path}")
+    return "\n".join(lines)
+
+
+def channel_labels(card: ModelCard | None) -> list[str]:
+    """Labels of the three channel selectors ("" hides a selector): the card's channel names and modalities.
+
+    Raises:
+        ValueError: the model needs more channels than the panel has selectors.
+    """
+    if card is None:
+        return ["Input volume:", "", ""]
+    if len(card.inputs) > len(CHANNEL_FIELDS):
+        raise ValueError(f"model {card.name!r} needs {len(card.inputs)} input volumes; the panel has "
+                         f"{len(CHANNEL_FIELDS)}: run it with `medseg segment` on the command line")
+    labels = [f"{c.name} ({c.modality}):" for c in card.inputs]
+    return labels + [""] * (len(CHANNEL_FIELDS) - len(labels))
+
+
+def input_volumes(parameters: Any, card: ModelCard) -> list:
+    """The volume nodes for the model's channels, in the card's order (None where the user picked none)."""
+    channel_labels(card)  # refuses a model with too many channels
+    return [getattr(parameters, name) for name in CHANNEL_FIELDS[:len(card.inputs)]]
+
+
+def device_summary(found: Sequence[str]) -> str:
+    """The line beside the device picker, from ``medseg.device.available_devices()``."""
+    gpus = [d for d in found if d != "cpu"]
+    return ("Found: " + ", ".join(gpus) + " and the CPU") if gpus else "No GPU found: runs on the CPU"
+
+
+# ---------------------------------------------------------------------------------------------- run settings
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The panel's options for one run (read from the parameter node by :func:`settings_from_parameters`)."""
+
+    model: str
+    device: str = "auto"
+    tta: bool = False
+    overlap: float = 0.5
+    prune_level: int | None = None  # UNet++ only
+    accurate: bool = False  # UNet++ only
+    largest_component: bool = False
+    fill_holes: bool = False
+    min_island_ml: float = 0.0
+    uncertainty: bool = True
+    probabilities: bool = False
+    activation_class: str = ""  # "": no Grad-CAM
+    replace: bool = True
+    overlay_opacity: float = 0.5
+
+    def segment_options(self) -> SegmentOptions:
+        """The engine's options (imports the engine)."""
+        from medseg.inference import SegmentOptions
+        from medseg.postprocess import PostprocessOptions
+
+        return SegmentOptions(
+            overlap=self.overlap, tta=self.tta, probabilities=self.probabilities, uncertainty=self.uncertainty,
+            activation_classes=(self.activation_class,) if self.activation_class else (),
+            postprocess=PostprocessOptions(self.largest_component, self.fill_holes, self.min_island_ml),
+            prune_level=self.prune_level, accurate=self.accurate)
+
+    def apply_options(self) -> ApplyOptions:
+        """How the bridge puts the result in the scene (Grad-CAM shown first, else uncertainty)."""
+        from .run import ApplyOptions
+
+        return ApplyOptions(replace=self.replace, show_overlay="auto", overlay_opacity=self.overlay_opacity)
+
+
+def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
+    """The parameter node's values for `card`'s model (UNet++ options only for UNet++, a Grad-CAM class only if the
+    model has it).
+
+    Raises:
+        ValueError: no model picked.
+    """
+    if not parameters.modelName:
+        raise ValueError("no model selected; pick one in the Model list (or add a checkpoint file)")
+    unetpp = card.architecture == "unetpp"
+    names = {label.name for label in card.foreground_labels}
+    device = parameters.device
+    return RunSettings(
+        model=parameters.modelName, device=device.value if isinstance(device, Device) else str(device),
+        tta=bool(parameters.tta), overlap=float(parameters.overlap),
+        prune_level=int(parameters.pruneLevel) if unetpp else None, accurate=bool(parameters.accurate) and unetpp,
+        largest_component=bool(parameters.largestComponent), fill_holes=bool(parameters.fillHoles),
+        min_island_ml=float(parameters.minIslandMl), uncertainty=bool(parameters.uncertainty),
+        probabilities=bool(parameters.probabilities),
+        activation_class=parameters.activationClass if parameters.activationClass in names else "",
+        replace=bool(parameters.replacePrevious), overlay_opacity=float(parameters.overlayOpacity))
+
+
+def overlay_label(kind: str) -> str:
+    """The overlay picker's text for an overlay kind of ``MedSegLib.run``."""
+    if kind.startswith("activation:"):
+        return f"Grad-CAM: {kind.split(':', 1)[1]}"
+    if kind.startswith("probability:"):
+        return f"Probability: {kind.split(':', 1)[1]}"
+    return {"uncertainty": "Uncertainty (entropy)", "tta_variance": "TTA variance"}.get(kind, kind)
