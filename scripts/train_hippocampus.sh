@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/hippocampus}
 OUT=${OUT:-runs/hippocampus-unet3d}
 THREADS=${THREADS:-2}
+# Sleeping (not spinning) OpenMP threads: on a shared machine, spinning threads slow each other several-fold.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
 exec nice -n 10 .venv/bin/python -m medseg.train \
     --data "$DATA" --out "$OUT" --name hippocampus-unet3d \

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from ..card import Normalization
+from ..preprocess import normalize_channel
 
 __all__ = [
     "Case",
@@ -29,6 +31,7 @@ __all__ = [
     "make_split",
     "normalize",
     "read_dataset",
+    "read_raw",
     "read_split",
     "write_split",
 ]
@@ -190,21 +193,11 @@ def _read(files: tuple[Path, ...]) -> tuple[np.ndarray, tuple[float, float, floa
 
 
 def normalize(image: np.ndarray, norm: Normalization) -> np.ndarray:
-    """Normalise one channel as the card says (see :class:`~medseg.card.Normalization`); float32 out."""
-    return _normalize(image.astype(np.float64), norm).astype(np.float32)
+    """Normalise one channel ``(Z, Y, X)`` as the card says; float32 out.
 
-
-def _normalize(x: np.ndarray, norm: Normalization) -> np.ndarray:
-    if norm.kind == "zscore":
-        if norm.percentiles is not None:
-            x = np.clip(x, *np.percentile(x, norm.percentiles))
-        return (x - x.mean()) / max(float(x.std()), 1e-8)
-    if norm.kind == "ct":
-        return (np.clip(x, *norm.window) - norm.mean) / norm.std
-    if norm.kind == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-        return (x - lo) / max(hi - lo, 1e-8)
-    return x
+    This is inference's own :func:`medseg.preprocess.normalize_channel`, so training and inference agree.
+    """
+    return normalize_channel(image, norm)
 
 
 def fit_normalization(kind: str, images: list[np.ndarray], labels: list[np.ndarray],
@@ -233,7 +226,10 @@ def _read_label(path: Path, shape: tuple[int, ...], labels: dict[int, str]) -> n
     return label.astype(np.uint8)
 
 
-def read_raw(info: DatasetInfo, names: list[str]) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+RawCase = tuple[np.ndarray, np.ndarray, tuple[float, float, float]]
+
+
+def read_raw(info: DatasetInfo, names: list[str]) -> list[RawCase]:
     """(image float32 (C, Z, Y, X), label uint8 (Z, Y, X), spacing) of each named case, checked."""
     out = []
     for name in names:
@@ -246,7 +242,8 @@ def read_raw(info: DatasetInfo, names: list[str]) -> list[tuple[np.ndarray, np.n
 
 
 def load_cases(info: DatasetInfo, names: list[str], norms: list[Normalization],
-               weight_fn=None, raw=None) -> list[Case]:
+               weight_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+               raw: list[RawCase] | None = None) -> list[Case]:
     """Read, check and normalise the named cases into memory.
 
     Args:

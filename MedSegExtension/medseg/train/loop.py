@@ -38,7 +38,8 @@ __all__ = ["Progress", "TrainResult", "learning_rate", "train"]
 
 log = logging.getLogger(__name__)
 SPLIT_FILE = "split.json"
-_RESUMABLE_CHANGES = {"resume", "epochs", "device", "num_threads", "val_every", "summary", "description"}
+_RESUMABLE_CHANGES = {"data", "out", "resume", "epochs", "device", "num_threads", "val_every", "summary",
+                      "description"}
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,22 @@ def _finish_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     plot_curves(run.config.out / "curves.png", run.state.history, names)
 
 
+def _epoch(run: _Run, epoch: int, report: Callable[[Progress], None]) -> None:
+    """Train, maybe validate, and record one epoch."""
+    config = run.config
+    started = time.perf_counter()
+    lr = learning_rate(config, epoch)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": _train_epoch(run, epoch, lr, report), "lr": lr}
+    run.state.elapsed_s += time.perf_counter() - started
+    if epoch % config.val_every == 0 or epoch == config.epochs:
+        _validate(run, epoch, report, row)
+        run.state.elapsed_s += run.val_seconds
+    row.update(epoch_time_s=time.perf_counter() - started, elapsed_s=run.state.elapsed_s)
+    _finish_epoch(run, epoch, row)
+
+
 def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None) -> TrainResult:
     """Train (or resume) a run as `config` says; see the module docstring for what it writes.
 
@@ -327,21 +344,14 @@ def train(config: TrainConfig, progress: Callable[[Progress], None] | None = Non
     Raises:
         FileNotFoundError / ValueError: a bad data set or run folder, with the fix in the message.
     """
+    threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    run = _setup(config)
-    report = progress or (lambda p: None)
-    for epoch in range(run.state.epoch + 1, config.epochs + 1):
-        started = time.perf_counter()
-        lr = learning_rate(config, epoch)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": _train_epoch(run, epoch, lr, report), "lr": lr}
-        run.state.elapsed_s += time.perf_counter() - started
-        if epoch % config.val_every == 0 or epoch == config.epochs:
-            _validate(run, epoch, report, row)
-            run.state.elapsed_s += run.val_seconds
-        row.update(epoch_time_s=time.perf_counter() - started, elapsed_s=run.state.elapsed_s)
-        _finish_epoch(run, epoch, row)
+    try:
+        run = _setup(config)
+        for epoch in range(run.state.epoch + 1, config.epochs + 1):
+            _epoch(run, epoch, progress or (lambda p: None))
+    finally:
+        torch.set_num_threads(threads)
     out = config.out
     return TrainResult(out, out / "best.safetensors", out / "last.safetensors", run.state)

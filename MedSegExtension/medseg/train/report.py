@@ -70,7 +70,8 @@ def _plot_matplotlib(path: Path, history: list[dict[str, Any]], dice_keys: list[
     ax1.plot(*_series(history, "train_loss"), label="train loss")
     ax1.set(xlabel="epoch", ylabel="loss", title="training loss")
     for key in dice_keys:
-        ax2.plot(*_series(history, key), marker=".", label=key.removeprefix("val_dice_").replace("val_", ""))
+        name = "mean" if key == "val_mean_dice" else key.removeprefix("val_dice_")
+        ax2.plot(*_series(history, key), marker=".", label=name)
     ax2.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
     ax2.legend(loc="lower right", fontsize=8)
     ax1.grid(alpha=0.3)
