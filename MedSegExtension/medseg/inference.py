@@ -110,6 +110,21 @@ class SegmentationResult:
         }
 
 
+@dataclass
+class _Run:
+    """One segment() call's state between its steps."""
+
+    image: np.ndarray  # (C, Z, Y, X) as given
+    options: SegmentOptions
+    precision: str
+    box: list[tuple[int, int]] | None  # the ROI in array order
+    x: torch.Tensor  # normalised, cropped, on the network's grid
+    crop_shape: tuple[int, ...]  # the cropped input grid
+    cam_labels: list
+    cancel: CancelToken | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
 def _apply_head(head: torch.nn.Module, device: torch.device):
     """A 1x1 convolution head as a matrix product: blended features `(P, N, F)` -> logits `(P, N, K)`."""
     weight = head.weight.detach().reshape(head.out_channels, head.in_channels).t().float().to(device)
@@ -267,22 +282,19 @@ class Segmenter:
             A :class:`SegmentationResult` on the input's exact grid.
         """
         options = options or SegmentOptions()
-        seconds: dict[str, float] = {}
         t = time.perf_counter()
         image = self._channels(channels, geometry)
         self._set_unetpp(options)
-        cam_labels = [self.card.label(c) for c in options.activation_classes]
-        precision = resolve_precision(options.precision, self.device)
         cropped, roi_geometry, box = crop_roi(image, geometry, options.roi)
         x = torch.from_numpy(normalize(cropped, [c.normalization for c in self.card.inputs]))
-        net_shape = self._net_shape(cropped.shape[1:], roi_geometry, options)
-        x = resample(x, net_shape)
-        seconds["preprocess"] = time.perf_counter() - t
-        result = self._predict(x, cropped.shape[1:], options, precision, progress, cancel)
-        seconds["inference"] = time.perf_counter() - t - seconds["preprocess"]
-        labels = paste_roi(result["labels"], image.shape[1:], box)
-        res = SegmentationResult(labels, geometry, self.card)
-        self._finish(res, result, image, box, roi_geometry, options, seconds, precision, x, cam_labels, cancel)
+        run = _Run(image, options, resolve_precision(options.precision, self.device), box,
+                   resample(x, self._net_shape(cropped.shape[1:], roi_geometry, options)), tuple(cropped.shape[1:]),
+                   [self.card.label(c) for c in options.activation_classes], cancel)
+        run.seconds["preprocess"] = time.perf_counter() - t
+        result = self._predict(run, progress)
+        run.seconds["inference"] = time.perf_counter() - t - run.seconds["preprocess"]
+        res = SegmentationResult(paste_roi(result["labels"], image.shape[1:], box), geometry, self.card)
+        self._finish(res, result, run)
         if progress is not None:
             progress(1.0, "done")
         return res
@@ -298,9 +310,9 @@ class Segmenter:
             spacing[2 - self.card.slice_axis] = geometry.spacing[2 - self.card.slice_axis]
         return target_shape(shape, geometry, spacing)
 
-    def _predict(self, x: torch.Tensor, shape: Sequence[int], options: SegmentOptions, precision: str,
-                 progress: Progress | None, cancel: CancelToken | None) -> dict[str, Any]:
-        """Network pass over `x` (model grid), then back to `shape` (the cropped input grid)."""
+    def _predict(self, run: _Run, progress: Progress | None) -> dict[str, Any]:
+        """Network pass over ``run.x`` (model grid), then back to the cropped input grid."""
+        x, shape, options, precision, cancel = run.x, run.crop_shape, run.options, run.precision, run.cancel
         classes = len(self.card.labels)
         flips = _flip_sets(self.card.spatial_dims, options.tta)
         resampled = tuple(x.shape[1:]) != tuple(shape)
@@ -332,10 +344,9 @@ class Segmenter:
                 result[key] = resample(torch.from_numpy(result[key])[None], shape)[0].numpy()
         return result
 
-    def _finish(self, res: SegmentationResult, result: dict[str, Any], image: np.ndarray, box, roi_geometry,
-                options: SegmentOptions, seconds: dict[str, float], precision: str, x: torch.Tensor,
-                cam_labels, cancel: CancelToken | None) -> None:
+    def _finish(self, res: SegmentationResult, result: dict[str, Any], run: _Run) -> None:
         """Paste back, post-process, explain and measure; fill the result's info."""
+        image, box, options, seconds, cancel = run.image, run.box, run.options, run.seconds, run.cancel
         t = time.perf_counter()
         shape = image.shape[1:]
         if result["probabilities"] is not None:
@@ -347,11 +358,10 @@ class Segmenter:
         ids = [label.id for label in self.card.foreground_labels]
         res.labels, res.postprocessing = postprocess(res.labels, res.geometry, options.postprocess, ids)
         seconds["postprocess"] = time.perf_counter() - t
-        for label in cam_labels:
+        for label in run.cam_labels:
             if cancel is not None:
                 cancel.check()
-            cam = self._grad_cam(x, label.id, options, image.shape[1:] if box is None else
-                                 tuple(hi - lo for lo, hi in box), cancel)
+            cam = self._grad_cam(run.x, label.id, options, run.crop_shape, cancel)
             res.activations[label.name] = paste_roi(cam, shape, box)
         seconds["activation"] = time.perf_counter() - t - seconds["postprocess"]
         if options.measure:
@@ -359,8 +369,8 @@ class Segmenter:
                                               probabilities=res.probabilities,
                                               volume_passes_ml=self._pass_volumes(result, res.geometry))
         seconds["measure"] = time.perf_counter() - t - seconds["postprocess"] - seconds["activation"]
-        res.info = {"device": str(self.device), "precision": precision, "windows": result["windows"],
-                    "passes": result["passes"], "network_grid_kji": list(x.shape[1:]),
+        res.info = {"device": str(self.device), "precision": run.precision, "windows": result["windows"],
+                    "passes": result["passes"], "network_grid_kji": list(run.x.shape[1:]),
                     "seconds": {k: round(v, 3) for k, v in seconds.items()},
                     "checkpoint": str(self.path), "roi_ijk": list(options.roi) if options.roi else None,
                     "overlap": options.overlap, "tta": options.tta}

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import card_dict
+from engine_support import card_dict
 
 from medseg.card import ModelCard
 from medseg.checkpoint import import_state_dict, load_checkpoint, read_card, save_checkpoint

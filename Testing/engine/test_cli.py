@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import card_dict
+from engine_support import card_dict
 
 from medseg.checkpoint import save_checkpoint
 from medseg.models import ARCHITECTURES

@@ -1,0 +1,25 @@
+"""Helpers shared by the engine tests."""
+
+from __future__ import annotations
+
+
+def card_dict(model) -> dict:
+    """A complete card for `model` (a small hippocampus-like model) as plain JSON data."""
+    return {
+        "name": "tiny-hippocampus",
+        "summary": "A tiny test network",
+        "architecture": "unet",
+        "architecture_args": model.config,
+        "inputs": [{"name": "T1w", "modality": "MR", "normalization": {"kind": "zscore", "percentiles": [0.5, 99.5]}}],
+        "labels": [
+            {"id": 0, "name": "background", "color": [0, 0, 0]},
+            {"id": 1, "name": "anterior hippocampus", "color": [220, 180, 60],
+             "terminology": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
+                             "type": {"scheme": "SCT", "code": "5976003", "meaning": "Hippocampus"}}},
+            {"id": 2, "name": "posterior hippocampus", "color": [60, 140, 220]},
+        ],
+        "spacing": [1.0, 1.0, 1.0],
+        "patch_size": [32, 48, 32],
+        "training": {"dataset": "MSD Task04 Hippocampus", "license": "CC-BY-SA 4.0"},
+        "metrics": {"dice": {"anterior hippocampus": 0.5}},
+    }
