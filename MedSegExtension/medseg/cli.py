@@ -15,6 +15,7 @@ from .checkpoint import import_state_dict, read_card
 from .cli_evaluate import add_evaluate_parser
 from .cli_segment import add_segment_parser
 from .models import ARCHITECTURES, build_model
+from .train.cli import add_train_parser
 
 __all__ = ["main"]
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
     add_segment_parser(sub)
     add_evaluate_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

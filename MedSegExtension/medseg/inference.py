@@ -230,11 +230,25 @@ class Segmenter:
                         batch: int, channels: int, softmax: bool) -> tuple[WindowOptions, torch.device]:
         total = passes * channels * int(np.prod(x.shape[1:])) * 4
         ring_device = self.device if self.device.type == "cuda" and total < (2 << 30) else torch.device("cpu")
-        window = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
-        return WindowOptions(window, options.overlap, options.sigma_scale, batch, options.border_margin, keep,
+        return WindowOptions(self._window(x.shape[1:]), options.overlap, options.sigma_scale, batch,
+                             options.border_margin, keep,
                              entropy=options.uncertainty, variance=options.uncertainty and passes > 1,
                              accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32,
                              softmax=softmax), ring_device
+
+    def _window(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Window size (network axis order) for a volume of `shape`.
+
+        A volume that fits in twice the card's patch (after rounding each axis up to the size divisor) runs as
+        one window: no seams, no wasted padding, as the training validation ran it. Otherwise the card's
+        patch, each axis shrunk to the volume's (rounded) size where the volume is smaller.
+        """
+        d = self.model.size_divisor
+        patch = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
+        fitted = tuple(s if p == 1 else -(-s // d) * d for s, p in zip(shape, patch, strict=True))
+        if np.prod(fitted) <= 2 * np.prod(patch):
+            return fitted
+        return tuple(min(p, f) for p, f in zip(patch, fitted, strict=True))
 
     def _axes_order(self) -> list[int]:
         """Array axes in network order: 2D networks take slices along ``card.slice_axis`` (moved first)."""

@@ -26,7 +26,7 @@ HIPPOCAMPUS = (
     Label(0, "background", (0, 0, 0)),
     Label(1, "anterior hippocampus", (220, 180, 60),
           {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
-           "type": {"scheme": "SCT", "code": "5976003", "meaning": "Hippocampus"}}),
+           "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}),
     Label(2, "posterior hippocampus", (60, 140, 220)),
 )
 
@@ -164,7 +164,7 @@ def test_label_ids_from_tags_and_user_segments(scene, hippocampus):
     pairs = segment_labels(node)
     assert [(sid, label.id, label.name) for sid, label in pairs] == [
         ("Segment_2", 2, "posterior hippocampus"), ("Segment_1", 1, "anterior hippocampus"), ("user", 3, "lesion")]
-    assert pairs[1][1].terminology["type"]["code"] == "5976003"
+    assert pairs[1][1].terminology["type"]["code"] == "5366008"
     assert segmentation.GetSegment("Segment_1").HasTag(LABEL_ID_TAG)
 
 

@@ -15,7 +15,7 @@ def card_dict(model) -> dict:
             {"id": 0, "name": "background", "color": [0, 0, 0]},
             {"id": 1, "name": "anterior hippocampus", "color": [220, 180, 60],
              "terminology": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
-                             "type": {"scheme": "SCT", "code": "5976003", "meaning": "Hippocampus"}}},
+                             "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}},
             {"id": 2, "name": "posterior hippocampus", "color": [60, 140, 220]},
         ],
         "spacing": [1.0, 1.0, 1.0],

@@ -17,7 +17,7 @@ def medseg(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medseg", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("command", [[], ["models"], ["info"], ["import"]])
+@pytest.mark.parametrize("command", [[], ["models"], ["info"], ["import"], ["segment"], ["evaluate"], ["train"]])
 def test_every_subcommand_has_help(command):
     result = medseg(*command, "--help")
     assert result.returncode == 0, result.stderr

@@ -186,3 +186,16 @@ def test_many_classes_blend_features_with_the_same_result():
     np.testing.assert_allclose(features.tta_variance, logits.tta_variance, atol=1e-5)
     assert [m.volume_interval_ml for m in features.measurements] == [m.volume_interval_ml for m in
                                                                       logits.measurements]
+
+
+def test_window_fits_small_volumes_and_keeps_the_patch_for_large_ones():
+    seg = _threshold_segmenter(patch=(16, 16, 16))  # Threshold has size divisor 1
+    assert seg._window((20, 22, 18)) == (20, 22, 18)  # 7920 voxels <= 2 x 4096: one window, no padding
+    assert seg._window((40, 10, 50)) == (16, 10, 16)  # larger: the patch, shrunk where the volume is thinner
+    torch.manual_seed(0)
+    net = build_model("unet", spatial_dims=3, in_channels=1, num_classes=3, width=0.0625, depth=4)
+    d = card_dict(net)
+    d["patch_size"] = [40, 56, 40]
+    unet = Segmenter(LoadedModel(net.eval(), ModelCard.from_dict(d), Path("u")), device="cpu")
+    assert unet._window((35, 51, 35)) == (40, 56, 40)  # rounded up to the size divisor (8)
+    assert unet._window((43, 55, 41)) == (48, 56, 48)

@@ -28,7 +28,7 @@ LUNG = {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomica
         "type": {"scheme": "SCT", "code": "39607008", "meaning": "Lung"},
         "typeModifier": {"scheme": "SCT", "code": "24028007", "meaning": "Right"}}
 HIPPOCAMPUS = {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
-               "type": {"scheme": "SCT", "code": "5976003", "meaning": "Hippocampus"}}
+               "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}
 
 
 def oblique() -> Geometry:

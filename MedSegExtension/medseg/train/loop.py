@@ -199,6 +199,7 @@ def _setup(config: TrainConfig) -> _Run:
         state = load_state(config.out, optimizer, {"sampler": generator})
         log.info("resumed %s at epoch %d (best mean Dice %.4f at epoch %d)", config.out, state.epoch,
                  state.best_dice, state.best_epoch)
+    state.sessions.append({"start_epoch": state.epoch + 1, "epochs_planned": config.epochs})
     return _Run(config, info, split, norms, spacing, train_cases, val_cases, model, optimizer, sampler, generator,
                 make_loss(config.loss), device, state, steps)
 
@@ -275,6 +276,7 @@ def _training_record(run: _Run, epoch: int) -> dict[str, Any]:
         "wall_time_s": round(run.state.elapsed_s, 1), "wall_time": f"{hours}:{rest // 60:02d}:{rest % 60:02d}",
         "hardware": hardware(run.device), "loss": loss, "optimizer": optimiser,
         "augmentation": dataclasses.asdict(cfg.augment), "seed": cfg.seed, "trainer": f"medseg train {__version__}",
+        "sessions": run.state.sessions,
     }
 
 

@@ -26,7 +26,11 @@ STATE_JSON = "last_state.json"
 
 @dataclass
 class TrainState:
-    """Where a run is: epochs completed, elapsed seconds, per-epoch history rows, best validation score."""
+    """Where a run is: epochs completed, elapsed seconds, per-epoch history rows, best validation score.
+
+    ``sessions`` lists each start or resume (``start_epoch``, ``epochs_planned``): a resume with more epochs
+    restarts the schedule from a higher rate, and the card says so.
+    """
 
     epoch: int = 0
     elapsed_s: float = 0.0
@@ -34,6 +38,7 @@ class TrainState:
     best_epoch: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, int]] = field(default_factory=list)
 
 
 def _atomic(path: Path, write) -> None:
@@ -69,7 +74,7 @@ def save_state(run: Path, state: TrainState, optimizer: torch.optim.Optimizer,
     _atomic(run / STATE_TENSORS, lambda tmp: save_file(tensors, tmp, metadata=meta))
     data = {"epoch": state.epoch, "elapsed_s": state.elapsed_s, "best_dice": state.best_dice,
             "best_epoch": state.best_epoch, "best_metrics": state.best_metrics, "history": state.history,
-            "optimizer": opt_json}
+            "sessions": state.sessions,            "optimizer": opt_json}
     text = json.dumps(data, indent=1)
     _atomic(run / STATE_JSON, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
@@ -103,4 +108,4 @@ def load_state(run: Path, optimizer: torch.optim.Optimizer, generators: dict[str
         g.set_state(tensors[f"rng.{name}"])
     torch.set_rng_state(tensors["rng.torch"])
     return TrainState(data["epoch"], data["elapsed_s"], data["best_dice"], data["best_epoch"],
-                      data.get("best_metrics", {}), data["history"])
+                      data.get("best_metrics", {}), data["history"], data.get("sessions", []))
