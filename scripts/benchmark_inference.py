@@ -151,7 +151,8 @@ def _geometry():
 
 
 def run_stitch(method: str, shape, classes: int, overlap: float, device: str, labels_out: str) -> dict:
-    """Blending alone: every window is one fixed output of a network with 16 features and a 1x1 head.
+    """Blending alone: every window is a fresh copy of one fixed output of a network with 16 features and a
+    1x1 head (a copy, as a network returns a new tensor, and because MONAI scales the returned tensor in place).
 
     MONAI blends the head's `classes` logits; MedSeg, as its Segmenter does, blends the 16 features and
     applies the head once per voxel (the head is linear, so the logits are the same).
@@ -169,14 +170,14 @@ def run_stitch(method: str, shape, classes: int, overlap: float, device: str, la
         if method == "monai":
             from monai.inferers import sliding_window_inference
 
-            out = sliding_window_inference(x, ROI, 1, lambda w: del_after.expand(w.shape[0], -1, -1, -1, -1),
+            out = sliding_window_inference(x, ROI, 1, lambda w: del_after.expand(w.shape[0], -1, -1, -1, -1).clone(),
                                            overlap=overlap, roi_weight_map=_weights(device))
             labels = out.argmax(1)[0].to(torch.uint8).cpu().numpy()
         else:
             from medseg.inference import _apply_head
             from medseg.sliding_window import WindowOptions, sliding_window
 
-            out = sliding_window(x[0], lambda w: features[:, None].expand(w.shape[0], 1, -1, -1, -1, -1), 16,
+            out = sliding_window(x[0], lambda w: features[:, None].expand(w.shape[0], 1, -1, -1, -1, -1).clone(), 16,
                                  WindowOptions(ROI, overlap), head=_apply_head(head, torch.device(device)),
                                  classes=classes)
             labels = out.labels
@@ -265,7 +266,8 @@ def forward_rows(args, tmp: str) -> list[dict]:
         for classes in args.classes:
             row = {"volume": "x".join(map(str, shape)), "classes": classes, "overlap": args.overlap}
             voxels = int(np.prod(shape))
-            methods = ["medseg-fast", "medseg-fp32"] + (["monai"] if voxels <= args.monai_max_voxels else [])
+            # fp32 MedSeg is the reference for MONAI's equality; both are skipped above --monai-max-voxels
+            methods = ["medseg-fast"] + (["medseg-fp32", "monai"] if voxels <= args.monai_max_voxels else [])
             for method in methods:
                 path = os.path.join(tmp, f"{method}-{row['volume']}-{classes}.npy")
                 row[method] = _child({"kind": "forward", "method": method, "shape": list(shape), "classes": classes,

@@ -46,7 +46,7 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="windows per forward (default 1 on CPU, 4 on GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: fp16 autocast on CUDA, fp32 on CPU")
+                   help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bfloat16, else fp32")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
     p.add_argument("--postprocess", nargs="*", default=[], choices=_POSTPROCESS,
                    help="largest: keep the largest connected component per label; fill-holes: fill cavities")

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["DEVICES", "PRECISIONS", "FallbackRunner", "autocast", "available_devices", "resolve_device"]
+__all__ = ["DEVICES", "PRECISIONS", "FallbackRunner", "autocast", "available_devices", "cpu_has_bf16", "resolve_device",
+           "resolve_precision"]
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -45,12 +46,24 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(text)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 autocast on CUDA (where it pays); fp32 elsewhere."""
+    """``auto``: fp16 autocast on CUDA; bf16 autocast on CPUs with native bfloat16; fp32 elsewhere.
+
+    bf16 on the CPU ran the 3D U-Net forward 2.4-2.9x faster and left the hippocampus validation Dice
+    unchanged (0.8688 / 0.8636 vs 0.8688 / 0.8635 in fp32; scripts/benchmark_precision.py).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 autocast is for GPUs; on the CPU use precision bf16 or fp32")
     return precision

@@ -49,7 +49,8 @@ class SegmentOptions:
         overlap: window overlap in [0, 1); 0.5 as nnU-Net, 0.25 is faster.
         tta: mirroring test-time augmentation over every flip combination (8 passes in 3D, 4 in 2D).
         batch_size: windows per forward (None: 1 on the CPU, 4 on a GPU; halved on out-of-memory).
-        precision: auto (fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16.
+        precision: auto (fp16 autocast on CUDA, bf16 on CPUs with native bfloat16, else fp32), fp32, bf16,
+            fp16.
         probabilities: return every class's probability map.
         uncertainty: return the normalised entropy map (and the TTA variance map with ``tta``).
         activation_classes: label names or ids to explain with Grad-CAM.
