@@ -56,7 +56,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: fp16 autocast on CUDA; bf16 autocast on CPUs with native bfloat16; fp32 elsewhere.
 
     bf16 on the CPU ran the 3D U-Net forward 2.4-2.9x faster and left the hippocampus validation Dice
-    unchanged (0.8688 / 0.8636 vs 0.8688 / 0.8635 in fp32; scripts/benchmark_precision.py).
+    unchanged (0.8794 / 0.8687 vs 0.8796 / 0.8687 in fp32; scripts/benchmark_precision.py).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
