@@ -15,6 +15,7 @@ from medseg.card import ModelCard
 from medseg.checkpoint import save_checkpoint
 from medseg.geometry import Geometry
 from medseg.models import build_model
+from MedSegLib.selftest import calibrate_head
 
 
 def add_volume(scene, array: np.ndarray, geometry: Geometry, name: str, study: str | None = "Study",
@@ -59,31 +60,13 @@ def card_dict(model, channels=("T1w",)) -> dict:
 
 def make_checkpoint(path: Path, channels=("T1w",), calibration: np.ndarray | None = None) -> Path:
     """A tiny random-weight U-Net; with `calibration` (an image), its head is set so that the labels are not all
-    background: about 80 % background, 10 % label 1 and 10 % label 2, in blobs that follow one feature map (a
-    random network's classes are otherwise so alike that one of them wins everywhere)."""
+    background (MedSegLib.selftest.calibrate_head)."""
     torch.manual_seed(0)
     model = build_model("unet", spatial_dims=3, in_channels=len(channels), num_classes=3, width=0.0625,
                         depth=3).eval()
     if calibration is not None:
-        _calibrate(model, calibration)
+        calibrate_head(model, calibration)
     return save_checkpoint(path, model, ModelCard.from_dict(card_dict(model, channels)))
-
-
-def _calibrate(model, image: np.ndarray) -> None:
-    lo, hi = np.percentile(image, [0.5, 99.5])
-    z = np.clip(image, lo, hi)
-    z = (z - z.mean()) / z.std()
-    shape = [s - s % model.size_divisor for s in z.shape]
-    x = torch.from_numpy(np.ascontiguousarray(z[: shape[0], : shape[1], : shape[2]], dtype=np.float32))
-    with torch.no_grad():
-        features = model.forward_features(x[None, None].repeat(1, model.in_channels, 1, 1, 1))[0]
-        k = int(features.flatten(1).std(1).argmax())
-        q80, q90 = np.quantile(features[k].flatten().numpy(), [0.8, 0.9])
-        head = model.linear_head()
-        head.weight.zero_()
-        head.bias.zero_()
-        head.weight[1, k], head.weight[2, k] = 1.0, 2.0  # logits 0, f - q80, 2 f - q80 - q90
-        head.bias[1], head.bias[2] = -q80, -(q80 + q90)
 
 
 # ---------------------------------------------------------------------------------------------- scene snapshots
