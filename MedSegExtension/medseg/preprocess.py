@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .card import Normalization
 from .geometry import Geometry
 
-__all__ = ["crop_roi", "normalize", "normalize_channel", "paste_roi", "resample", "target_shape"]
+__all__ = ["crop_roi", "normalize", "normalize_channel", "paste_roi", "resample", "shape_at_spacing", "target_shape"]
 
 _MAX_SAMPLES = 2_000_000  # percentiles and statistics from at most this many voxels (a fixed stride)
 
@@ -48,8 +48,14 @@ def normalize(channels: np.ndarray, norms: Sequence[Normalization]) -> np.ndarra
 
 def target_shape(shape: Sequence[int], geometry: Geometry, spacing_xyz: Sequence[float]) -> tuple[int, ...]:
     """Array shape `(Z, Y, X)` at the target spacing (mm, x y z), keeping the physical extent."""
-    current = np.asarray(geometry.spacing[::-1])
-    target = np.asarray(spacing_xyz, dtype=float)[::-1]
+    return shape_at_spacing(shape, geometry.spacing, spacing_xyz)
+
+
+def shape_at_spacing(shape: Sequence[int], spacing_xyz: Sequence[float],
+                     target_xyz: Sequence[float]) -> tuple[int, ...]:
+    """Array shape `(Z, Y, X)` of `shape` at `spacing_xyz` resampled to `target_xyz` (mm, x y z)."""
+    current = np.asarray(spacing_xyz, dtype=float)[::-1]
+    target = np.asarray(target_xyz, dtype=float)[::-1]
     return tuple(max(1, round(s * c / t)) for s, c, t in zip(shape, current, target, strict=True))
 
 

@@ -17,7 +17,7 @@ from medseg.checkpoint import load_checkpoint, read_card
 from medseg.train import AugmentConfig, TrainConfig, add_train_parser, learning_rate, train
 from medseg.train.augment import PatchSampler, sample_grid, warp
 from medseg.train.cli import config_from_args
-from medseg.train.data import Case, load_cases, make_split, read_dataset, read_split
+from medseg.train.data import Case, load_cases, make_split, read_dataset, read_raw, read_split, resample_raw
 from medseg.train.losses import (
     boundary_weight_map,
     ce_dice_loss,
@@ -142,6 +142,29 @@ def test_unetpp_trains_with_deep_supervision(mini_data, tmp_path):
     assert np.isfinite(result.state.history[0]["train_loss"])
 
 
+def test_resampled_cases_keep_their_labels_and_physical_extent(mini_data):
+    info = read_dataset(mini_data)
+    case = read_raw(info, ["hippocampus_001"])[0]
+    image, label, spacing = resample_raw(case, (1.5, 2.0, 1.25))
+    assert spacing == (1.5, 2.0, 1.25) and case[2] == (1.0, 1.0, 1.0)
+    expected = tuple(round(n / s) for n, s in zip(case[1].shape, (1.25, 2.0, 1.5), strict=True))
+    assert image.shape[1:] == label.shape == expected
+    for value in (1, 2):  # each label keeps its volume in mL within 6 %
+        before, after = (case[1] == value).sum(), (label == value).sum() * 1.5 * 2.0 * 1.25
+        assert abs(after / before - 1) < 0.06, (value, before, after)
+    assert abs(float(image.mean()) / float(case[0].mean()) - 1) < 0.02
+    assert resample_raw(case, (1.0, 1.0, 1.0))[0] is case[0]  # already there: nothing resampled
+
+
+def test_training_at_a_coarser_spacing_is_recorded_in_the_card(mini_data, tmp_path):
+    result = train(_config(mini_data, tmp_path / "coarse", spacing=(1.25, 1.25, 1.25), patch=(16, 32, 16),
+                           epochs=1, steps_per_epoch=2))
+    card = read_card(result.best)
+    assert card.spacing == (1.25, 1.25, 1.25) and card.training["resampled_to_mm"] == [1.25, 1.25, 1.25]
+    with pytest.raises(ValueError, match="spacing must be 3 positive sizes"):
+        _config(mini_data, tmp_path / "bad", spacing=(1.0, 0.0, 1.0))
+
+
 def test_boundary_weights_peak_between_touching_objects():
     label = np.zeros((12, 40, 40), np.uint8)
     label[3:9, 5:15, 5:19] = 1  # two objects of one class, 2 voxels apart
@@ -260,11 +283,11 @@ def test_schedules_and_the_command_line_flags(tmp_path):
                               "--patch", "32", "48", "32", "--epochs", "7", "--batch", "3", "--lr", "1e-2",
                               "--optimizer", "sgd", "--schedule", "step", "--loss", "boundary_ce",
                               "--val-fraction", "0.25", "--val-include", "x", "y", "--name", "m", "--resume",
-                              "--seed", "3", "--device", "cpu"])
+                              "--seed", "3", "--device", "cpu", "--spacing", "1", "1.5", "2"])
     c = config_from_args(args)
     assert (c.arch, c.width, c.norm, c.patch, c.epochs, c.batch, c.lr, c.optimizer, c.schedule, c.loss) == (
         "unetpp", 0.5, None, (32, 48, 32), 7, 3, 1e-2, "sgd", "step", "boundary_ce")
-    assert (c.val_fraction, c.val_include, c.name, c.resume, c.seed, c.device) == (0.25, ("x", "y"), "m", True, 3,
-                                                                                    "cpu")
+    assert (c.val_fraction, c.val_include, c.name, c.resume, c.seed, c.device, c.spacing) == (
+        0.25, ("x", "y"), "m", True, 3, "cpu", (1.0, 1.5, 2.0))
     with pytest.raises(ValueError, match="loss must be one of"):
         dataclasses.replace(c, loss="focal")

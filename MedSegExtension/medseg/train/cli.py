@@ -91,6 +91,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--norm", default="instance", choices=["batch", "instance", "group", "none"],
                    help="normalisation layers (instance)")
     g.add_argument("--no-deep-supervision", action="store_true", help="train only the last UNet++ head")
+    g.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="train at this spacing in mm (x y z), e.g. coarser than the data's to save compute; the "
+                        "card records it and inference resamples to it and back (default: the data's own)")
     g.add_argument("--intensity", choices=["zscore", "ct", "minmax", "none"], default=None,
                    help="intensity normalisation (default: ct for CT, else zscore with 0.5/99.5 percentile clip)")
     g = p.add_argument_group("optimisation")
@@ -117,6 +120,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=args.data, out=args.out, name=args.name, summary=args.summary, arch=args.arch, width=args.width,
         depth=args.depth, norm=None if args.norm == "none" else args.norm, intensity=args.intensity,
+        spacing=tuple(args.spacing) if args.spacing else None,
         patch=tuple(args.patch), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         schedule=args.schedule, step_size=args.step_size, loss=args.loss,

@@ -67,6 +67,9 @@ class TrainConfig:
         name: model name written into the card (``hippocampus-unet3d``).
         arch: registry name (``medseg models`` lists them).
         width, depth, norm, arch_args: constructor arguments (depth only for architectures that take it).
+        spacing: train at this voxel spacing (mm, x y z): every case is resampled to it once, when cached
+            (image trilinear, label by its one-hot arg-max), and the card records it, so inference resamples
+            to it and back; None trains at the data's own spacing (the card records their median).
         intensity: intensity normalisation ``zscore``, ``ct``, ``minmax``, ``none``; None picks by modality.
         percentiles: clipping percentiles of the ``zscore`` (per image) and ``ct`` (training set) kinds.
         patch: patch size in array order (z, y, x); each a multiple of the network's size divisor.
@@ -89,6 +92,7 @@ class TrainConfig:
     depth: int | None = 4
     norm: str | None = "instance"
     arch_args: dict = field(default_factory=dict)
+    spacing: tuple[float, float, float] | None = None
     intensity: str | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
     patch: tuple[int, ...] = (40, 56, 40)
@@ -130,6 +134,8 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction!r}"),
             (0.0 <= self.fg_fraction <= 1.0, f"fg_fraction must be in [0, 1], got {self.fg_fraction!r}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr!r}"),
+            (self.spacing is None or (len(self.spacing) == 3 and all(s > 0 for s in self.spacing)),
+             f"spacing must be 3 positive sizes in mm (x, y, z), got {self.spacing!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -138,3 +144,5 @@ class TrainConfig:
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
         object.__setattr__(self, "val_include", tuple(self.val_include))
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))

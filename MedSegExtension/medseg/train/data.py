@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from ..card import Normalization
-from ..preprocess import normalize_channel
+from ..preprocess import normalize_channel, resample, shape_at_spacing
 
 __all__ = [
     "Case",
@@ -33,6 +33,7 @@ __all__ = [
     "read_dataset",
     "read_raw",
     "read_split",
+    "resample_raw",
     "write_split",
 ]
 
@@ -239,6 +240,20 @@ def read_raw(info: DatasetInfo, names: list[str]) -> list[RawCase]:
             raise ValueError(f"{files[0]}: {image.shape[0]} channel(s) but dataset.json lists {len(info.channels)}")
         out.append((image, _read_label(label_path, image.shape[1:], info.labels), spacing))
     return out
+
+
+def resample_raw(case: RawCase, spacing_xyz: tuple[float, float, float]) -> RawCase:
+    """A case at `spacing_xyz` (mm, x y z), resampled as inference does it: the image trilinear (align_corners
+    False, :func:`medseg.preprocess.resample`), the label as the arg-max of its linearly resampled one-hot
+    channels (smoother than nearest-neighbour, and no label vanishes at a boundary by rounding)."""
+    image, label, spacing = case
+    shape = shape_at_spacing(image.shape[1:], spacing, spacing_xyz)
+    if shape == tuple(image.shape[1:]):
+        return image, label, tuple(float(s) for s in spacing_xyz)
+    resampled = resample(torch.from_numpy(image), shape).numpy()
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(label).long(), int(label.max()) + 1)
+    label = resample(onehot.permute(3, 0, 1, 2).float(), shape).argmax(0).numpy().astype(np.uint8)
+    return resampled, label, tuple(float(s) for s in spacing_xyz)
 
 
 def load_cases(info: DatasetInfo, names: list[str], norms: list[Normalization],

@@ -27,7 +27,17 @@ from ..checkpoint import save_checkpoint
 from ..models import ARCHITECTURES, SegmentationNetwork, build_model
 from .augment import PatchSampler
 from .config import TrainConfig
-from .data import Case, DatasetInfo, fit_normalization, load_cases, make_split, read_dataset, read_raw, read_split
+from .data import (
+    Case,
+    DatasetInfo,
+    fit_normalization,
+    load_cases,
+    make_split,
+    read_dataset,
+    read_raw,
+    read_split,
+    resample_raw,
+)
 from .data import write_split as _write_split
 from .losses import LossFn, boundary_weight_map, make_loss, supervised_loss
 from .report import build_card, hardware, plot_curves, write_csv
@@ -162,7 +172,10 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
 def _cache(config: TrainConfig, info: DatasetInfo, split: dict[str, list[str]]):
     """Read every case once; fit the normalisations on the training cases; cache both splits."""
     started = time.perf_counter()
-    raw_train = read_raw(info, split["train"])
+    raw_train, raw_val = read_raw(info, split["train"]), read_raw(info, split["validation"])
+    if config.spacing is not None:
+        raw_train = [resample_raw(case, config.spacing) for case in raw_train]
+        raw_val = [resample_raw(case, config.spacing) for case in raw_val]
     kinds = [config.intensity or ("ct" if modality == "CT" else "zscore") for _, modality in info.channels]
     norms = [fit_normalization(kind, [im[c] for im, _, _ in raw_train], [lb for _, lb, _ in raw_train],
                                config.percentiles) for c, kind in enumerate(kinds)]
@@ -171,7 +184,7 @@ def _cache(config: TrainConfig, info: DatasetInfo, split: dict[str, list[str]]):
         def weight_fn(label):
             return boundary_weight_map(label, len(info.labels), config.w0, config.sigma)
     train_cases = load_cases(info, split["train"], norms, weight_fn, raw=raw_train)
-    val_cases = load_cases(info, split["validation"], norms)
+    val_cases = load_cases(info, split["validation"], norms, raw=raw_val)
     spacings = torch.tensor([c.spacing for c in train_cases])
     spacing = tuple(float(s) for s in spacings.median(dim=0).values)
     log.info("cached %d training and %d validation cases in %.1f s", len(train_cases), len(val_cases),
@@ -273,6 +286,7 @@ def _training_record(run: _Run, epoch: int) -> dict[str, Any]:
                   "validation_include": list(cfg.val_include)},
         "epochs": epoch, "epochs_planned": cfg.epochs, "steps_per_epoch": run.steps, "batch_size": cfg.batch,
         "patch_size": list(cfg.patch), "foreground_fraction": round(cfg.fg_fraction, 4),
+        "resampled_to_mm": list(cfg.spacing) if cfg.spacing else None,
         "wall_time_s": round(run.state.elapsed_s, 1), "wall_time": f"{hours}:{rest // 60:02d}:{rest % 60:02d}",
         "hardware": hardware(run.device), "loss": loss, "optimizer": optimiser,
         "augmentation": dataclasses.asdict(cfg.augment), "seed": cfg.seed, "trainer": f"medseg train {__version__}",

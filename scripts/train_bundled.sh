@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Train one of the bundled models on ../shared/data, on CPU by default (the runs behind Resources/Models).
+#
+#   scripts/train_bundled.sh MODEL [medseg train arguments...]
+#     MODEL: hippocampus-unet3d | hippocampus-unetpp | left-atrium-vnet
+#   mkdir -p runs/MODEL && nohup setsid scripts/train_bundled.sh MODEL > runs/MODEL/train.log 2>&1 &
+#   scripts/train_bundled.sh MODEL --resume      # continue an interrupted run from last.safetensors
+#
+# Writes runs/MODEL/{best,last}.safetensors, split.json, log.csv, curves.png; then
+# `scripts/bundle_model.py runs/MODEL/best.safetensors ...` copies a checkpoint into Resources/Models.
+# OUT, THREADS and DEVICE may be overridden from the environment (DEVICE=cuda on a GPU machine); extra
+# arguments go to `medseg train` and win over the ones below.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:?"name the model: hippocampus-unet3d, hippocampus-unetpp or left-atrium-vnet"}
+shift
+OUT=${OUT:-runs/$MODEL}
+THREADS=${THREADS:-2}
+DEVICE=${DEVICE:-cpu}
+HIPPOCAMPUS=(--data ../shared/data/hippocampus --val-fraction 0.2
+             --val-include hippocampus_001 hippocampus_003 --val-every 4)
+case "$MODEL" in
+  hippocampus-unet3d)   # 1.4 M parameters; 60 epochs took 60 min on 2 cores, then resumed to 100
+    ARGS=("${HIPPOCAMPUS[@]}"
+          --summary "3D U-Net segmenting the anterior and posterior hippocampus on T1w MRI crops (MSD Task04)"
+          --arch unet --width 0.25 --depth 4 --norm instance --patch 40 56 40 --batch 2
+          --epochs 60 --steps-per-epoch 100 --loss ce_dice) ;;
+  hippocampus-unetpp)   # 6.6 M parameters, deep supervision over the four heads (prunable L1-L4)
+    ARGS=("${HIPPOCAMPUS[@]}"
+          --summary "UNet++ (deep supervision, prunable L1-L4) segmenting the anterior and posterior hippocampus on T1w MRI crops (MSD Task04)"
+          --arch unetpp --width 0.5 --norm instance --patch 32 48 32 --batch 2
+          --epochs 36 --steps-per-epoch 100 --loss ce_dice) ;;
+  left-atrium-vnet)     # 4.1 M parameters, trained at 1.25 mm (half the data's 0.625 mm resolution)
+    ARGS=(--data ../shared/data/left_atrium --val-fraction 0.2 --val-every 4
+          --summary "V-Net segmenting the left atrium cavity on LGE-MRI (2018 Atrial Segmentation Challenge, UA-MT crops)"
+          --arch vnet --width 0.25 --norm instance --spacing 1.25 1.25 1.25 --patch 32 64 64 --batch 2
+          --epochs 50 --steps-per-epoch 100 --loss ce_dice) ;;
+  *) echo "unknown model '$MODEL': use hippocampus-unet3d, hippocampus-unetpp or left-atrium-vnet" >&2; exit 2 ;;
+esac
+# Sleeping (not spinning) OpenMP threads: on a shared machine, spinning threads slow each other several-fold.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+mkdir -p "$OUT"
+exec nice -n 10 .venv/bin/python -m medseg.train --out "$OUT" --name "$MODEL" "${ARGS[@]}" \
+    --optimizer adam --lr 1e-3 --schedule poly --seed 0 --device "$DEVICE" --threads "$THREADS" "$@"
