@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import slicer
 
 from medseg.catalog import resources_dir
 from medseg.inference import SegmentOptions
@@ -26,30 +25,17 @@ from medseg.io import read_image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_inference
 
+from MedSegLib.headless import application_scene
 from MedSegLib.run import ModelCache, SegmentationRun
 from MedSegLib.volumes import volume_from_array
 
-_KEEP = []  # the color logic must outlive the scene's use (it owns the color tables)
-
-
-def _scene():
-    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLScene(scene)
-    _KEEP.append(colors)
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    for view in ("Red", "Yellow", "Green"):
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetLayoutName(view)
-        scene.AddNode(composite)
-    return scene
-
 
 def _case(name, array, geometry, model, options, cache) -> dict:
-    scene = _scene()
+    with application_scene() as scene:
+        return _timed(scene, name, array, geometry, model, options, cache)
+
+
+def _timed(scene, name, array, geometry, model, options, cache) -> dict:
     volume = volume_from_array(scene, array, geometry, name)
     run = SegmentationRun(scene, cache)
     run.run(volume, model, options, device="cpu")  # warm-up (loads the model into the cache)

@@ -2,10 +2,13 @@
 """Copy a trained checkpoint into Resources/Models as a bundled model, completing its card.
 
     .venv/bin/python scripts/bundle_model.py runs/hippocampus-unet3d/best.safetensors \\
-        --description "..." [--metrics-json evaluation.json]
+        --description "..." [--metrics-json evaluation.json] [--pruning-json unetpp_pruning.json] \
+        [--split runs/hippocampus-unet3d/split.json]
 
 Adds the SNOMED CT terminology of each label from Resources/Models/terminology.json and, if given, the
-evaluation summary (medseg evaluate --json) to the card's metrics; the weights are unchanged.
+evaluation summary (medseg evaluate --json) and the UNet++ level table (scripts/benchmark_unetpp_pruning.py
+--json: in the metrics and, as a Markdown table, at the end of the description) to the card, and copies the
+run's split beside the model as NAME.split.json; the weights are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ def main() -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--description", default="")
     p.add_argument("--metrics-json", type=Path, help="medseg evaluate --json output to record in the card")
+    p.add_argument("--pruning-json", type=Path, help="scripts/benchmark_unetpp_pruning.py --json output (UNet++)")
+    p.add_argument("--split", type=Path, help="the run's split.json, copied to Resources/Models/NAME.split.json")
     args = p.parse_args()
     loaded = load_checkpoint(args.checkpoint)
     codes = json.loads((MODELS / "terminology.json").read_text())
@@ -36,9 +41,18 @@ def main() -> None:
     if args.metrics_json:
         evaluation = json.loads(args.metrics_json.read_text())
         card["metrics"]["evaluation"] = {k: evaluation[k] for k in ("cases", "labels", "mean_dice")}
+    if args.pruning_json:
+        pruning = json.loads(args.pruning_json.read_text())
+        card["metrics"]["pruning"] = {k: pruning[k] for k in ("cases", "device", "precision", "threads", "modes")}
+        card["description"] += ("\n\nUNet++ levels on the validation split (" + f"{pruning['cases']} cases, "
+                                f"{pruning['device']}, {pruning['threads']} threads):\n" + "\n".join(pruning["table"]))
     new = ModelCard.from_dict(card, source=str(args.checkpoint))
     out = save_checkpoint(MODELS / f"{new.name}.safetensors", loaded.model, new)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.split:
+        split = MODELS / f"{new.name}.split.json"
+        split.write_text(args.split.read_text())
+        print(f"wrote {split}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
 """The bridge on the real Slicer core (slicer-core from PyPI): a fresh MRML scene per test, real data, tiny models.
 
-What the Slicer application does at start-up and these tests do by hand: register the segmentation converter rules
-(before the first segmentation node exists), load the built-in color tables (``vtkSlicerColorLogic``), create the
-subject hierarchy, and have slice views (their ``vtkMRMLSliceCompositeNode``). ``slicer.mrmlScene`` is set to the
-test's scene because ``slicer.util`` helpers read it.
+Each test gets a scene set up as the Slicer application would (``MedSegLib.headless.application_scene``: converter
+rules, color tables, subject hierarchy, three slice views; ``slicer.mrmlScene`` set to it).
 """
 
 from __future__ import annotations
@@ -29,28 +27,16 @@ except ImportError as exc:  # every test module of this folder is reported as sk
     def pytest_pycollect_makemodule(module_path, parent):
         return _SkippedModule.from_parent(parent, path=module_path)
 else:
-    _factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    _factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-    _factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+    from MedSegLib.headless import application_scene, register_converter_rules
+
+    register_converter_rules()  # before the first segmentation node of any test, as the application does
 
 
 @pytest.fixture
 def scene():
     """A fresh scene as the application has it: color tables, subject hierarchy, three slice views."""
-    previous = getattr(slicer, "mrmlScene", None)
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLScene(s)  # logs "FindDefaultColorFiles failed" (no application); the built-in tables are there
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(s)
-    for view in ("Red", "Yellow", "Green"):
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetLayoutName(view)
-        s.AddNode(composite)
-    yield s
-    colors.SetMRMLScene(None)
-    s.Clear(1)
-    slicer.mrmlScene = previous
+    with application_scene() as s:
+        yield s
 
 
 # ---------------------------------------------------------------------------------------------- real data

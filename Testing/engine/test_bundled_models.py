@@ -1,6 +1,8 @@
-"""The bundled models: complete cards, small files, and a real segmentation of the bundled sample."""
+"""The bundled models: complete cards, small files, and real segmentations (bundled sample, held-out cases)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from medseg.io import read_image
 from medseg.metrics import score_label
 
 MODELS = {entry.name: entry for entry in bundled_models()}
-EXPECTED = ["hippocampus-unet3d"]  # bundled so far (the training issue lists the rest)
+EXPECTED = ["hippocampus-unet3d", "hippocampus-unetpp", "left-atrium-vnet"]
 
 
 def test_expected_models_are_bundled():
@@ -39,3 +41,29 @@ def test_hippocampus_models_segment_the_bundled_sample(name):
         dice = score_label(result.labels == label.id, truth == label.id, geometry).dice
         assert dice > 0.75, f"{name} {label.name}: Dice {dice:.3f} on the sample (a validation case)"
     assert np.array_equal(np.unique(result.labels), [0, 1, 2])
+
+
+@pytest.mark.parametrize(("level", "accurate"), [(1, False), (4, False), (4, True)])
+def test_unetpp_levels_segment_the_bundled_sample(level, accurate):
+    samples = resources_dir() / "Samples"
+    image, geometry = read_image(samples / "hippocampus_003_T1w.nii.gz")
+    truth, _ = read_image(samples / "hippocampus_003_label.nii.gz")
+    options = SegmentOptions(measure=False, prune_level=level, accurate=accurate)
+    result = Segmenter(MODELS["hippocampus-unetpp"].path, device="cpu").segment(image, geometry, options)
+    dice = [score_label(result.labels == c, truth == c, geometry).dice for c in (1, 2)]
+    assert min(dice) > (0.6 if level == 1 else 0.75), f"L{level} accurate={accurate}: Dice {dice}"
+
+
+def test_left_atrium_model_segments_held_out_cases_at_full_resolution(shared_data):
+    """Trained at 1.25 mm; run on 0.625 mm cases it never trained on, the labels land on their grid."""
+    entry = MODELS["left-atrium-vnet"]
+    assert entry.card.spacing == (1.25, 1.25, 1.25)
+    validation = json.loads((entry.path.parent / "left-atrium-vnet.split.json").read_text())["validation"]
+    segmenter = Segmenter(entry.path, device="cpu")
+    for case in validation[:2]:
+        image, geometry = read_image(shared_data / "left_atrium" / "imagesTr" / f"{case}.nii.gz")
+        truth, _ = read_image(shared_data / "left_atrium" / "labelsTr" / f"{case}.nii.gz")
+        result = segmenter.segment(image, geometry, SegmentOptions(measure=False))
+        assert result.labels.shape == truth.shape and result.geometry == geometry
+        dice = score_label(result.labels == 1, truth == 1, geometry).dice
+        assert dice > 0.8, f"{case}: Dice {dice:.3f}"

@@ -24,24 +24,8 @@ def module_ast() -> ast.Module:
 @pytest.fixture
 def scene():
     """A fresh scene as the application has it (color tables, subject hierarchy, three slice views)."""
-    slicer = pytest.importorskip("slicer", reason="needs the real Slicer core: pip install slicer-core")
-    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    registered = {rule.GetClassName() for rule in factory.GetConverterRules()}
-    for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
-                 slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
-        if rule.__name__ not in registered:  # the application does this at start-up, once
-            factory.RegisterConverterRule(rule())
-    previous = getattr(slicer, "mrmlScene", None)
-    s = slicer.vtkMRMLScene()
-    slicer.mrmlScene = s
-    colors = slicer.vtkSlicerColorLogic()
-    colors.SetMRMLScene(s)
-    slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(s)
-    for view in ("Red", "Yellow", "Green"):
-        composite = slicer.vtkMRMLSliceCompositeNode()
-        composite.SetLayoutName(view)
-        s.AddNode(composite)
-    yield s
-    colors.SetMRMLScene(None)
-    s.Clear(1)
-    slicer.mrmlScene = previous
+    pytest.importorskip("slicer", reason="needs the real Slicer core: pip install slicer-core")
+    from MedSegLib.headless import application_scene
+
+    with application_scene() as s:
+        yield s
