@@ -34,7 +34,7 @@ from .postprocess import PostprocessOptions, postprocess
 from .preprocess import crop_roi, normalize, paste_roi, resample, target_shape
 from .sliding_window import CancelToken, Progress, StitchOutputs, WindowOptions, sliding_window
 
-__all__ = ["SegmentOptions", "SegmentationResult", "Segmenter"]
+__all__ = ["SegmentOptions", "SegmentationResult", "Segmenter", "inference_window"]
 
 log = logging.getLogger(__name__)
 _SPACING_TOLERANCE = 0.01  # resample only when the spacing differs from the model's by more than 1 %
@@ -146,6 +146,18 @@ def _flip_sets(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
 
 
+def inference_window(shape: Sequence[int], patch: Sequence[int], size_divisor: int) -> tuple[int, ...]:
+    """The sliding window for a volume of `shape`: the training patch, each axis shrunk to the volume's size
+    (rounded up to the network's size divisor) where the volume is smaller; a 1 in `patch` (2D) stays 1.
+
+    Never larger than the patch: a network with instance norm trained on patches smaller than the volume
+    predicts much worse on a whole larger volume (measured: UNet++ on hippocampus Dice 0.65 / 0.78 whole
+    vs 0.83 / 0.84 in patch-sized windows), so inference and training validation both use this window.
+    """
+    return tuple(p if p == 1 else min(p, -(-s // size_divisor) * size_divisor)
+                 for s, p in zip(shape, patch, strict=True))
+
+
 class Segmenter:
     """A loaded model on its device, ready to segment many volumes (Slicer keeps one per model).
 
@@ -238,18 +250,9 @@ class Segmenter:
                              softmax=softmax), ring_device
 
     def _window(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """Window size (network axis order) for a volume of `shape`.
-
-        A volume that fits in twice the card's patch (after rounding each axis up to the size divisor) runs as
-        one window: no seams, no wasted padding, as the training validation ran it. Otherwise the card's
-        patch, each axis shrunk to the volume's (rounded) size where the volume is smaller.
-        """
-        d = self.model.size_divisor
+        """Window size (network axis order) for a volume of `shape` (see :func:`inference_window`)."""
         patch = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
-        fitted = tuple(s if p == 1 else -(-s // d) * d for s, p in zip(shape, patch, strict=True))
-        if np.prod(fitted) <= 2 * np.prod(patch):
-            return fitted
-        return tuple(min(p, f) for p, f in zip(patch, fitted, strict=True))
+        return inference_window(shape, patch, self.model.size_divisor)
 
     def _axes_order(self) -> list[int]:
         """Array axes in network order: 2D networks take slices along ``card.slice_axis`` (moved first)."""

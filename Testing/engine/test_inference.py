@@ -12,7 +12,7 @@ from engine_support import card_dict
 from medseg.card import ModelCard
 from medseg.checkpoint import LoadedModel
 from medseg.geometry import Geometry
-from medseg.inference import Segmenter, SegmentOptions
+from medseg.inference import Segmenter, SegmentOptions, inference_window
 from medseg.models import build_model
 from medseg.models.base import SegmentationNetwork
 from medseg.sliding_window import Cancelled, CancelToken
@@ -188,14 +188,16 @@ def test_many_classes_blend_features_with_the_same_result():
                                                                       logits.measurements]
 
 
-def test_window_fits_small_volumes_and_keeps_the_patch_for_large_ones():
+def test_window_fits_small_volumes_and_never_exceeds_the_patch():
     seg = _threshold_segmenter(patch=(16, 16, 16))  # Threshold has size divisor 1
-    assert seg._window((20, 22, 18)) == (20, 22, 18)  # 7920 voxels <= 2 x 4096: one window, no padding
-    assert seg._window((40, 10, 50)) == (16, 10, 16)  # larger: the patch, shrunk where the volume is thinner
+    assert seg._window((12, 16, 9)) == (12, 16, 9)  # smaller than the patch: one window, no padding
+    assert seg._window((20, 22, 18)) == (16, 16, 16)  # larger: windows of the patch the network was trained on
+    assert seg._window((40, 10, 50)) == (16, 10, 16)  # shrunk where the volume is thinner
     torch.manual_seed(0)
     net = build_model("unet", spatial_dims=3, in_channels=1, num_classes=3, width=0.0625, depth=4)
     d = card_dict(net)
     d["patch_size"] = [40, 56, 40]
     unet = Segmenter(LoadedModel(net.eval(), ModelCard.from_dict(d), Path("u")), device="cpu")
     assert unet._window((35, 51, 35)) == (40, 56, 40)  # rounded up to the size divisor (8)
-    assert unet._window((43, 55, 41)) == (48, 56, 48)
+    assert unet._window((43, 55, 41)) == (40, 56, 40)
+    assert inference_window((7, 30, 50), (1, 32, 32), 16) == (1, 32, 32)  # 2D: one slice at a time

@@ -14,6 +14,8 @@ import torch
 
 from medseg.card import Normalization
 from medseg.checkpoint import load_checkpoint, read_card
+from medseg.inference import Segmenter, SegmentOptions
+from medseg.io import read_image
 from medseg.train import AugmentConfig, TrainConfig, add_train_parser, learning_rate, train
 from medseg.train.augment import PatchSampler, sample_grid, warp
 from medseg.train.cli import config_from_args
@@ -25,6 +27,7 @@ from medseg.train.losses import (
     soft_dice_loss,
     supervised_loss,
 )
+from medseg.train.validate import predict_volume
 
 CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_008",
          "hippocampus_011"]
@@ -109,6 +112,18 @@ def test_the_saved_card_is_complete_and_loads(tiny_run):
     assert m["mean_dice"] == pytest.approx(np.mean(list(m["dice"].values())))
     assert m["epoch"] == m["best_epoch"] == tiny_run.state.best_epoch
     assert read_card(tiny_run.last).training["epochs"] == 3
+
+
+def test_validation_predicts_as_inference_does(tiny_run, mini_data):
+    """The scores that pick the best epoch are those of the engine: same windows, same blending, same labels."""
+    loaded = load_checkpoint(tiny_run.best)
+    info = read_dataset(mini_data)
+    case = load_cases(info, ["hippocampus_001"], [c.normalization for c in loaded.card.inputs])[0]
+    assert any(s > p for s, p in zip(case.image.shape[1:], loaded.card.patch_size, strict=True))  # several windows
+    labels = predict_volume(loaded.model.eval(), case.image, torch.device("cpu"), loaded.card.patch_size)
+    raw, geometry = read_image(mini_data / "imagesTr" / "hippocampus_001.nii.gz")
+    engine = Segmenter(loaded, device="cpu").segment(raw, geometry, SegmentOptions(precision="fp32", measure=False))
+    assert (labels.numpy() == engine.labels).mean() > 0.999
 
 
 def test_the_split_file_exists_and_never_overlaps_training(tiny_run):

@@ -308,7 +308,7 @@ def _save(run: _Run, name: str, epoch: int, metrics: dict[str, Any]) -> Path:
 
 def _validate(run: _Run, epoch: int, report: Callable[[Progress], None], row: dict[str, Any]) -> None:
     started = time.perf_counter()
-    values = validate(run.model, run.val_cases, run.info.labels, run.device)
+    values = validate(run.model, run.val_cases, run.info.labels, run.device, run.config.patch)
     run.val_seconds = time.perf_counter() - started
     row.update({f"val_dice_{k}": v for k, v in values["dice"].items()})
     row.update(val_mean_dice=values["mean_dice"], val_mean_iou=values["mean_iou"], val_time_s=run.val_seconds)

@@ -1,4 +1,5 @@
-"""Validation on whole volumes: mirror-pad to the network's size divisor, predict, crop back, score."""
+"""Validation on whole volumes, predicted as inference predicts them: Gaussian-blended windows of the training
+patch (:func:`medseg.inference.inference_window`), so the scores that pick the best epoch are the scores users get."""
 
 from __future__ import annotations
 
@@ -6,20 +7,26 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..inference import inference_window
 from ..models import SegmentationNetwork
-from ..models.padding import crop_to, pad_to_multiple
+from ..sliding_window import WindowOptions, sliding_window
 from .data import Case
 
 __all__ = ["dice_iou", "predict_volume", "validate"]
 
 
 @torch.no_grad()
-def predict_volume(model: SegmentationNetwork, image: Tensor, device: torch.device) -> Tensor:
-    """Label map ``(Z, Y, X)`` of a whole image ``(C, Z, Y, X)`` (the arg-max of the logits)."""
-    x, shape = pad_to_multiple(image[None].to(device), model.size_divisor)
-    with torch.autocast("cuda", enabled=device.type == "cuda"):
-        logits = model(x)
-    return crop_to(logits, shape)[0].argmax(0).cpu()
+def predict_volume(model: SegmentationNetwork, image: Tensor, device: torch.device,
+                   patch: tuple[int, ...]) -> Tensor:
+    """Label map ``(Z, Y, X)`` of a whole image ``(C, Z, Y, X)``: windows of `patch` (overlap 0.5) blended."""
+
+    def predict(x: Tensor) -> Tensor:
+        with torch.autocast("cuda", enabled=device.type == "cuda"):
+            return model(x).float()[:, None]
+
+    options = WindowOptions(inference_window(image.shape[1:], patch, model.size_divisor), overlap=0.5)
+    out = sliding_window(image, predict, model.num_classes, options, device=device)
+    return torch.from_numpy(out.labels.astype(np.int64))
 
 
 def dice_iou(pred: Tensor, target: Tensor, label: int) -> tuple[float, float]:
@@ -31,9 +38,9 @@ def dice_iou(pred: Tensor, target: Tensor, label: int) -> tuple[float, float]:
     return 2 * inter / (int(p.sum()) + int(t.sum())), inter / union
 
 
-def validate(model: SegmentationNetwork, cases: list[Case], labels: dict[int, str],
-             device: torch.device) -> dict[str, dict[str, float] | float]:
-    """Mean Dice and IoU per foreground label over `cases`, and their means over the labels.
+def validate(model: SegmentationNetwork, cases: list[Case], labels: dict[int, str], device: torch.device,
+             patch: tuple[int, ...]) -> dict[str, dict[str, float] | float]:
+    """Mean Dice and IoU per foreground label over `cases` (windows of `patch`), and their means over the labels.
 
     Returns:
         ``{"dice": {name: v}, "iou": {name: v}, "mean_dice": v, "mean_iou": v}``.
@@ -42,7 +49,7 @@ def validate(model: SegmentationNetwork, cases: list[Case], labels: dict[int, st
     model.eval()
     scores = {c: [] for c in labels if c != 0}
     for case in cases:
-        pred = predict_volume(model, case.image, device)
+        pred = predict_volume(model, case.image, device, patch)
         for c in scores:
             scores[c].append(dice_iou(pred, case.label.long(), c))
     model.train(was_training)
