@@ -25,16 +25,18 @@ case "$MODEL" in
           --summary "3D U-Net segmenting the anterior and posterior hippocampus on T1w MRI crops (MSD Task04)"
           --arch unet --width 0.25 --depth 4 --norm instance --patch 40 56 40 --batch 2
           --epochs 60 --steps-per-epoch 100 --loss ce_dice) ;;
-  hippocampus-unetpp)   # 6.6 M parameters, deep supervision over the four heads (prunable L1-L4)
+  hippocampus-unetpp)   # 6.6 M parameters, deep supervision over the four heads (prunable L1-L4); the bundled
+                        # run was started with --epochs 36 and resumed at epoch 11 with --epochs 40
     ARGS=("${HIPPOCAMPUS[@]}"
           --summary "UNet++ (deep supervision, prunable L1-L4) segmenting the anterior and posterior hippocampus on T1w MRI crops (MSD Task04)"
           --arch unetpp --width 0.5 --norm instance --patch 32 48 32 --batch 2
-          --epochs 36 --steps-per-epoch 100 --loss ce_dice) ;;
-  left-atrium-vnet)     # 4.1 M parameters, trained at 1.25 mm (half the data's 0.625 mm resolution)
+          --epochs 40 --steps-per-epoch 100 --loss ce_dice) ;;
+  left-atrium-vnet)     # 4.1 M parameters, trained at 1.25 mm (half the data's 0.625 mm resolution); the bundled
+                        # run was started with --epochs 50 and resumed at epoch 18 with --epochs 60
     ARGS=(--data ../shared/data/left_atrium --val-fraction 0.2 --val-every 4
           --summary "V-Net segmenting the left atrium cavity on LGE-MRI (2018 Atrial Segmentation Challenge, UA-MT crops)"
           --arch vnet --width 0.25 --norm instance --spacing 1.25 1.25 1.25 --patch 32 64 64 --batch 2
-          --epochs 50 --steps-per-epoch 100 --loss ce_dice) ;;
+          --epochs 60 --steps-per-epoch 100 --loss ce_dice) ;;
   *) echo "unknown model '$MODEL': use hippocampus-unet3d, hippocampus-unetpp or left-atrium-vnet" >&2; exit 2 ;;
 esac
 # Sleeping (not spinning) OpenMP threads: on a shared machine, spinning threads slow each other several-fold.

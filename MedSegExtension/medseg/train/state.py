@@ -74,7 +74,7 @@ def save_state(run: Path, state: TrainState, optimizer: torch.optim.Optimizer,
     _atomic(run / STATE_TENSORS, lambda tmp: save_file(tensors, tmp, metadata=meta))
     data = {"epoch": state.epoch, "elapsed_s": state.elapsed_s, "best_dice": state.best_dice,
             "best_epoch": state.best_epoch, "best_metrics": state.best_metrics, "history": state.history,
-            "sessions": state.sessions,            "optimizer": opt_json}
+            "sessions": state.sessions, "optimizer": opt_json}
     text = json.dumps(data, indent=1)
     _atomic(run / STATE_JSON, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
