@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli_segment import add_postprocess_arguments, postprocess_options
 from .inference import Segmenter, SegmentOptions
 from .io import READ_EXTENSIONS, read_channels, read_image, write_json
 from .metrics import score_label
@@ -36,6 +37,7 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--prune-level", type=int, choices=(1, 2, 3, 4), help="UNet++: pruned sub-network")
     p.add_argument("--accurate", action="store_true", help="UNet++: average the heads")
+    add_postprocess_arguments(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -99,7 +101,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cases = _cases(args)
     segmenter = Segmenter(args.model, device=args.device)
     options = SegmentOptions(overlap=args.overlap, tta=args.tta, precision=args.precision, measure=False,
-                             prune_level=args.prune_level, accurate=args.accurate)
+                             prune_level=args.prune_level, accurate=args.accurate,
+                             postprocess=postprocess_options(args))
     foreground = segmenter.card.foreground_labels
     per_case = []
     for n, (cid, images, label_path) in enumerate(cases, 1):
@@ -121,7 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"|volume error| {s['abs_volume_error_ml']:.3f} mL")
     print(f"mean dice {summary['mean_dice']:.4f} over {summary['cases']} cases")
     if args.json:
-        write_json(args.json, {"model": str(segmenter.path), **summary})
+        run = {"tta": args.tta, "overlap": args.overlap, "precision": args.precision, "prune_level": args.prune_level,
+               "accurate": args.accurate, "postprocess": args.postprocess, "min_island_ml": args.min_island_ml}
+        write_json(args.json, {"model": str(segmenter.path), "options": run, **summary})
     if args.csv:
         _write_csv(args.csv, per_case)
     return 0

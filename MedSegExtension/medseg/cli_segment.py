@@ -48,13 +48,24 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bfloat16, else fp32")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
-    p.add_argument("--postprocess", nargs="*", default=[], choices=_POSTPROCESS,
-                   help="largest: keep the largest connected component per label; fill-holes: fill cavities")
-    p.add_argument("--min-island-ml", type=float, default=0.0, help="drop islands smaller than this (mL)")
+    add_postprocess_arguments(p)
     p.add_argument("--prune-level", type=int, choices=(1, 2, 3, 4), help="UNet++: run the pruned sub-network")
     p.add_argument("--accurate", action="store_true", help="UNet++: average the deep-supervision heads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_segment)
+
+
+def add_postprocess_arguments(p: argparse.ArgumentParser) -> None:
+    """``--postprocess`` and ``--min-island-ml`` (segment and evaluate)."""
+    p.add_argument("--postprocess", nargs="*", default=[], choices=_POSTPROCESS,
+                   help="largest: keep the largest connected component per label; fill-holes: fill cavities")
+    p.add_argument("--min-island-ml", type=float, default=0.0, help="drop islands smaller than this (mL)")
+
+
+def postprocess_options(args: argparse.Namespace) -> PostprocessOptions:
+    """The :class:`PostprocessOptions` of parsed :func:`add_postprocess_arguments` flags."""
+    return PostprocessOptions(largest_component="largest" in args.postprocess,
+                              fill_holes="fill-holes" in args.postprocess, min_island_ml=args.min_island_ml)
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:
@@ -108,9 +119,7 @@ def _options(args: argparse.Namespace, segmenter: Segmenter) -> SegmentOptions:
         overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, precision=args.precision,
         probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty), activation_classes=activation,
         activation_layer=args.activation_layer, roi=tuple(args.roi) if args.roi else None,
-        postprocess=PostprocessOptions(largest_component="largest" in args.postprocess,
-                                       fill_holes="fill-holes" in args.postprocess,
-                                       min_island_ml=args.min_island_ml),
+        postprocess=postprocess_options(args),
         prune_level=args.prune_level, accurate=args.accurate)
 
 

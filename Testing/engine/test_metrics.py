@@ -70,3 +70,9 @@ def test_evaluate_writes_the_documented_json(tmp_path, samples):
         assert {"dice", "iou", "hd95_mm", "volume_error_ml"} <= set(scores)
     assert isinstance(data["mean_dice"], float)
     assert len((tmp_path / "eval.csv").read_text().splitlines()) == 1 + 2 * 2
+    assert data["options"]["postprocess"] == [] and data["options"]["tta"] is False
+    # the clean-up a user can ask of `segment` is scored as such: one component per label at most
+    assert main(["evaluate", "--model", str(ckpt), "--images", str(images), "--labels", str(labels), "--json",
+                 str(out), "--device", "cpu", "--postprocess", "largest"]) == 0
+    cleaned = json.loads(out.read_text())
+    assert cleaned["options"]["postprocess"] == ["largest"]
