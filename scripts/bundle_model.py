@@ -17,6 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from medseg.card import ModelCard
 from medseg.checkpoint import load_checkpoint, save_checkpoint
 
@@ -29,6 +31,7 @@ def main() -> None:
     p.add_argument("--description", default="")
     p.add_argument("--metrics-json", type=Path, help="medseg evaluate --json output to record in the card")
     p.add_argument("--pruning-json", type=Path, help="scripts/benchmark_unetpp_pruning.py --json output (UNet++)")
+    p.add_argument("--half", action="store_true", help="store the weights as float16 (loaded as float32)")
     p.add_argument("--split", type=Path, help="the run's split.json, copied to Resources/Models/NAME.split.json")
     args = p.parse_args()
     loaded = load_checkpoint(args.checkpoint)
@@ -47,7 +50,8 @@ def main() -> None:
         card["description"] += ("\n\nUNet++ levels on the validation split (" + f"{pruning['cases']} cases, "
                                 f"{pruning['device']}, {pruning['threads']} threads):\n" + "\n".join(pruning["table"]))
     new = ModelCard.from_dict(card, source=str(args.checkpoint))
-    out = save_checkpoint(MODELS / f"{new.name}.safetensors", loaded.model, new)
+    out = save_checkpoint(MODELS / f"{new.name}.safetensors", loaded.model, new,
+                          dtype=torch.float16 if args.half else None)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     if args.split:
         split = MODELS / f"{new.name}.split.json"

@@ -109,15 +109,21 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     return LoadedModel(model.to(device).eval(), card, Path(path))
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: SegmentationNetwork, card: ModelCard) -> Path:
-    """Write `model`'s weights and `card` atomically (a temporary file renamed in place: never half-written)."""
+def save_checkpoint(path: str | os.PathLike[str], model: SegmentationNetwork, card: ModelCard,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write `model`'s weights and `card` atomically (a temporary file renamed in place: never half-written).
+
+    `dtype` (e.g. ``torch.float16``) stores the floating-point tensors in that type, halving a bundled file;
+    loading casts them back to the network's float32 parameters.
+    """
     if card.architecture_args != model.config:
         raise ValueError(f"card {card.name!r} describes {card.architecture}({card.architecture_args}) but the model "
                          f"is {model.__class__.__name__}({model.config}); build the card from model.config")
     ModelCard.from_dict(card.to_dict(), source=f"card {card.name!r}")  # validates before writing anything
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype and v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(prefix=out.name, suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:

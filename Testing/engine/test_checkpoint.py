@@ -24,6 +24,17 @@ def test_save_load_round_trip(tmp_path, tiny_model, tiny_card):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left
 
 
+def test_half_precision_storage_loads_as_float32(tmp_path, tiny_model, tiny_card):
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny_model, tiny_card, dtype=torch.float16)
+    full = save_checkpoint(tmp_path / "f.safetensors", tiny_model, tiny_card)
+    assert path.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_checkpoint(path)
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    x = torch.randn(1, 1, 8, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), tiny_model(x), rtol=1e-2, atol=1e-2)
+
+
 def test_card_is_read_without_weights_and_is_complete(tmp_path, tiny_model, tiny_card):
     path = save_checkpoint(tmp_path / "m.safetensors", tiny_model, tiny_card)
     card = read_card(path).to_dict()
