@@ -2,13 +2,13 @@
 """Copy a trained checkpoint into Resources/Models as a bundled model, completing its card.
 
     .venv/bin/python scripts/bundle_model.py runs/hippocampus-unet3d/best.safetensors \\
-        --description "..." [--metrics-json evaluation.json] [--pruning-json unetpp_pruning.json] \
-        [--split runs/hippocampus-unet3d/split.json]
+        --description "..." [--metrics-json evaluation.json] [--pruning-json unetpp_pruning.json] \\
+        [--split runs/hippocampus-unet3d/split.json] [--half]
 
 Adds the SNOMED CT terminology of each label from Resources/Models/terminology.json and, if given, the
 evaluation summary (medseg evaluate --json) and the UNet++ level table (scripts/benchmark_unetpp_pruning.py
 --json: in the metrics and, as a Markdown table, at the end of the description) to the card, and copies the
-run's split beside the model as NAME.split.json; the weights are unchanged.
+run's split beside the model as NAME.split.json; the weights are unchanged (stored as float16 with --half).
 """
 
 from __future__ import annotations
