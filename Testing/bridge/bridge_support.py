@@ -10,6 +10,7 @@ import numpy as np
 import slicer
 import torch
 import vtk
+from card_support import card_dict as shared_card_dict
 
 from medseg.card import ModelCard
 from medseg.checkpoint import save_checkpoint
@@ -37,25 +38,13 @@ def add_volume(scene, array: np.ndarray, geometry: Geometry, name: str, study: s
 
 
 def card_dict(model, channels=("T1w",)) -> dict:
-    """A hippocampus-like card (as Testing/engine/conftest.py), with as many MR channels as asked."""
-    return {
-        "name": "tiny-hippocampus",
-        "summary": "A tiny random-weight test network",
-        "architecture": "unet",
-        "architecture_args": model.config,
-        "inputs": [{"name": c, "modality": "MR", "normalization": {"kind": "zscore", "percentiles": [0.5, 99.5]}}
-                   for c in channels],
-        "labels": [
-            {"id": 0, "name": "background", "color": [0, 0, 0]},
-            {"id": 1, "name": "anterior hippocampus", "color": [220, 180, 60],
-             "terminology": {"category": {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"},
-                             "type": {"scheme": "SCT", "code": "5366008", "meaning": "Hippocampus"}}},
-            {"id": 2, "name": "posterior hippocampus", "color": [60, 140, 220]},
-        ],
-        "spacing": [1.0, 1.0, 1.0],
-        "patch_size": [16, 32, 16],  # smaller than the sample: several windows, so cancel can land between them
-        "training": {"dataset": "none (random weights)", "license": "CC0"},
-    }
+    """The tests' hippocampus-like card, random weights, no metrics, with as many MR channels as asked."""
+    card = shared_card_dict(model, channels)
+    del card["metrics"]
+    card.update(summary="A tiny random-weight test network", training={"dataset": "none (random weights)",
+                                                                        "license": "CC0"},
+                patch_size=[16, 32, 16])  # smaller than the sample: several windows, so cancel can land between them
+    return card
 
 
 def make_checkpoint(path: Path, channels=("T1w",), calibration: np.ndarray | None = None) -> Path:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_support import card_dict
+from card_support import card_dict
 
 from medseg.card import ModelCard
 from medseg.models import build_model

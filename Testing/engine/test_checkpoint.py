@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from engine_support import card_dict
+from card_support import card_dict
 
 from medseg.card import ModelCard
 from medseg.checkpoint import import_state_dict, load_checkpoint, read_card, save_checkpoint

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from engine_support import card_dict
+from card_support import card_dict
 
 from medseg.checkpoint import save_checkpoint
 from medseg.models import ARCHITECTURES

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from engine_support import card_dict
+from card_support import card_dict
 
 from medseg.card import ModelCard
 from medseg.checkpoint import save_checkpoint

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_support import card_dict
+from card_support import card_dict
 
 from medseg.card import ModelCard
 from medseg.checkpoint import LoadedModel

@@ -1,16 +1,17 @@
-"""Helpers shared by the engine tests."""
+"""The small hippocampus-like model card the engine and bridge tests build their tiny networks with."""
 
 from __future__ import annotations
 
 
-def card_dict(model) -> dict:
-    """A complete card for `model` (a small hippocampus-like model) as plain JSON data."""
+def card_dict(model, channels=("T1w",)) -> dict:
+    """A complete card for `model` (a small hippocampus-like U-Net) as plain JSON data, one MR input per channel."""
     return {
         "name": "tiny-hippocampus",
         "summary": "A tiny test network",
         "architecture": "unet",
         "architecture_args": model.config,
-        "inputs": [{"name": "T1w", "modality": "MR", "normalization": {"kind": "zscore", "percentiles": [0.5, 99.5]}}],
+        "inputs": [{"name": c, "modality": "MR", "normalization": {"kind": "zscore", "percentiles": [0.5, 99.5]}}
+                   for c in channels],
         "labels": [
             {"id": 0, "name": "background", "color": [0, 0, 0]},
             {"id": 1, "name": "anterior hippocampus", "color": [220, 180, 60],
