@@ -9,9 +9,10 @@ Three steps, so that the GUI can keep Slicer responsive and Cancel meaningful::
 :func:`read_inputs` and :func:`compute` never change the scene; a refusal, an engine error or a cancel
 (:class:`medseg.sliding_window.Cancelled`) before :func:`apply` leaves it exactly as it was. :func:`apply` checks and
 builds everything it can off-scene first (segments, overlay arrays, table rows, which nodes to reuse), then adds or
-updates the nodes; should that fail, the nodes it added are removed again. :class:`SegmentationRun` chains the three
-steps for scripts and the self-test. :class:`ModelCache` keeps loaded models by checkpoint file and device, so a
-second run on the same model does not load it again.
+updates the nodes; should that fail, the nodes it added are removed again and the nodes of an earlier result it
+was replacing (and the slice views) are restored from copies taken before (:mod:`MedSegLib.backup`).
+:class:`SegmentationRun` chains the three steps for scripts and the self-test. :class:`ModelCache` keeps loaded
+models by checkpoint file and device, so a second run on the same model does not load it again.
 
 The engine (PyTorch) is imported only when a model is loaded or run, never when this module is imported.
 """
@@ -35,6 +36,7 @@ import slicer
 from medseg.card import ModelCard
 from medseg.geometry import Geometry
 
+from .backup import NodeBackup
 from .display import heat_color_node, show_overlay, style_overlay
 from .segmentation import (
     MODEL_ATTRIBUTE,
@@ -297,12 +299,20 @@ def _input_volume(scene, inputs: RunInputs):
     return volume
 
 
+def _node_ids(scene) -> list[str]:
+    return [scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())]
+
+
 def _remove(scene, node_ids: Sequence[str]) -> None:
-    """Remove nodes with their display and storage nodes."""
+    """Remove nodes with their display and storage nodes and their subject hierarchy items."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     for node_id in reversed(node_ids):
         node = scene.GetNodeByID(node_id)
         if node is None:
             continue
+        item = sh.GetItemByDataNode(node) if sh is not None else 0
+        if item:  # the application's subject hierarchy logic would do it; slicer-core alone does not
+            sh.RemoveItem(item, False, False)
         helpers = []
         if node.IsA("vtkMRMLDisplayableNode"):
             helpers += [node.GetNthDisplayNode(n) for n in range(node.GetNumberOfDisplayNodes())]
@@ -337,6 +347,17 @@ def _apply_overlays(scene, segmentation, volume, base: str, overlays: list[_Over
     return nodes, [node.GetID() for node in previous.values()]
 
 
+def _backup(scene, previous, views: bool) -> NodeBackup:
+    """Copies of what `apply` may change in place: an earlier result's nodes and, if shown, the slice views."""
+    nodes = []
+    if previous is not None:
+        nodes += [previous, previous.GetNodeReference(TABLE_ROLE), *overlay_nodes(previous).values()]
+    if views:
+        nodes += [scene.GetNthNodeByClass(n, "vtkMRMLSliceCompositeNode")
+                  for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    return NodeBackup(nodes)
+
+
 def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOptions | None = None) -> AppliedResult:
     """Put a result in the scene (call on the main thread): segmentation, overlays, volume table.
 
@@ -357,6 +378,8 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
     shown = _shown(overlays, options.show_overlay)
     rows = measurement_rows(result.measurements)
     previous = find_result(scene, volume, card.name) if options.replace else None
+    backup = _backup(scene, previous, shown is not None)
+    existing = set(_node_ids(scene))
     added: list[str] = []
     try:
         segmentation = previous
@@ -377,12 +400,13 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
         overlay_nodes, stale = _apply_overlays(scene, segmentation, volume, base, overlays, added)
         for node_id in added:
             place_in_hierarchy(scene, scene.GetNodeByID(node_id), volume)
+        if shown is not None:
+            show_overlay(scene, overlay_nodes[shown], options.overlay_opacity, background_node=volume)
     except BaseException:
-        _remove(scene, added)
+        _remove(scene, [node_id for node_id in _node_ids(scene) if node_id not in existing])
+        backup.restore()
         raise
     _remove(scene, stale)
-    if shown is not None:
-        show_overlay(scene, overlay_nodes[shown], options.overlay_opacity, background_node=volume)
     return AppliedResult(segmentation.GetID(), table.GetID(), {k: n.GetID() for k, n in overlay_nodes.items()},
                          tuple(added), tuple(stale), previous is not None, shown)
 

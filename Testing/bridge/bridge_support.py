@@ -79,17 +79,41 @@ def _segments(node) -> list:
         image = segment.GetRepresentation("Binary labelmap")
         voxels = (slicer.util.arrayFromSegmentInternalBinaryLabelmap(node, sid)
                   if image is not None and image.GetPointData().GetScalars() is not None else None)
-        out.append((sid, segment.GetName(), segment.GetLabelValue(), None if voxels is None else _digest(voxels)))
+        out.append((sid, segment.GetName(), segment.GetLabelValue(), tuple(round(c, 6) for c in segment.GetColor()),
+                    None if voxels is None else _digest(voxels)))
     return out
 
 
-def snapshot(scene) -> dict:
-    """Every node: class, name, modified time and a digest of its content (voxels, segments, table cells,
-    slice-view layers, subject hierarchy items)."""
+def _attributes_and_references(node) -> list:
+    names = vtk.vtkStringArray()
+    node.GetAttributeNames(names)
+    roles = [node.GetNthNodeReferenceRole(n) for n in range(node.GetNumberOfNodeReferenceRoles())]
+    attributes = [names.GetValue(i) for i in range(names.GetNumberOfValues())]
+    references = {role: tuple(node.GetNthNodeReferenceID(role, i) for i in range(node.GetNumberOfNodeReferences(role)))
+                  for role in roles}
+    return [sorted((name, node.GetAttribute(name)) for name in attributes), sorted(references.items())]
+
+
+def _display(node) -> list:
+    if node.IsA("vtkMRMLScalarVolumeDisplayNode"):
+        return [node.GetColorNodeID(), node.GetWindow(), node.GetLevel(), node.GetAutoWindowLevel()]
+    if node.IsA("vtkMRMLSegmentationDisplayNode"):
+        segmentation = node.GetDisplayableNode().GetSegmentation()
+        ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        return [(sid, tuple(round(c, 6) for c in node.GetSegmentOverrideColor(sid)), node.GetSegmentVisibility(sid),
+                 node.GetSegmentOpacity3D(sid)) for sid in ids]
+    return []
+
+
+def snapshot(scene, times: bool = True) -> dict:
+    """Every node: class, name, modified time (unless `times` is False) and a digest of its content (voxels,
+    segments, table cells, slice-view layers, subject hierarchy items); without times also its attributes, node
+    references and display properties, to compare content that was changed and put back."""
     out = {}
     for n in range(scene.GetNumberOfNodes()):
         node = scene.GetNthNode(n)
-        entry = [node.GetClassName(), node.GetName(), node.GetMTime()]
+        entry = [node.GetClassName(), node.GetName(), node.GetMTime()] if times else [
+            node.GetClassName(), node.GetName(), _attributes_and_references(node), _display(node)]
         if node.IsA("vtkMRMLVolumeNode") and node.GetImageData() is not None:
             m = vtk.vtkMatrix4x4()
             node.GetIJKToRASMatrix(m)

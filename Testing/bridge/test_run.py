@@ -13,6 +13,7 @@ import torch
 import vtk
 from bridge_support import add_volume, hippocampus_card, snapshot, synthetic_result
 
+import MedSegLib.run as run_module
 from medseg.inference import Segmenter, SegmentOptions
 from medseg.sliding_window import Cancelled, CancelToken
 from MedSegLib.run import ApplyOptions, ModelCache, RunInputs, SegmentationRun, apply, compute, read_inputs
@@ -261,3 +262,31 @@ def test_model_cache(tmp_path, checkpoint):
         cache.get("no-such-model")
     with pytest.raises(FileNotFoundError):
         cache.get(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("step", ["set_segments", "fill_table", "update_volume_from_array", "volume_from_array",
+                                  "style_overlay", "place_in_hierarchy", "show_overlay"])
+def test_apply_failing_while_replacing_leaves_the_earlier_result_as_it_was(scene, volume, hippocampus, step,
+                                                                         monkeypatch):
+    array, geometry, labels = hippocampus
+    inputs = RunInputs(array[None], geometry, volume.GetID(), volume.GetName(), (volume.GetID(),))
+    card = hippocampus_card()
+    apply(scene, inputs, synthetic_result(array, geometry, labels, card, uncertainty=True))
+    before, before_times = snapshot(scene, times=False), snapshot(scene)
+    edited = labels.copy()
+    edited[edited == 2] = 1  # another result: one segment empty, other volumes, a probability overlay more
+    second = synthetic_result(array, geometry, edited, card, uncertainty=True)
+    second.entropy = second.entropy[::-1].copy()
+    second.probabilities = np.stack([(edited == lab.id).astype(np.float32) for lab in card.labels])
+    real = getattr(run_module, step)
+
+    def fail_after(*args, **kwargs):  # the step did its work, then something failed
+        real(*args, **kwargs)
+        raise MemoryError(f"failed after {step}")
+
+    monkeypatch.setattr(run_module, step, fail_after)
+    with pytest.raises(MemoryError, match=f"failed after {step}"):
+        apply(scene, inputs, second, ApplyOptions(show_overlay="probability:posterior hippocampus"))
+    after = snapshot(scene, times=False)
+    assert after == before
+    assert set(snapshot(scene)) == set(before_times)  # no node added or removed
