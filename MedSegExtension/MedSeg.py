@@ -29,15 +29,19 @@ from slicer.util import VTKObservationMixin
 from MedSegLib.dependencies import ensure_requirements, missing_requirements
 from MedSegLib.panel import (
     Device,
+    activation_choices,
     channel_labels,
     describe_card,
     device_summary,
+    done_message,
+    html_text,
     input_volumes,
     model_choices,
     overlay_label,
     resource_path,
     saved_paths,
     settings_from_parameters,
+    warnings_text,
 )
 
 CHECKPOINTS_SETTING = "MedSeg/Checkpoints"  # the user's added checkpoint files (QSettings)
@@ -55,7 +59,7 @@ def _fillCombo(combo, items, selected=None) -> None:
     for text, data, tooltip in items:
         combo.addItem(text, data)
         if tooltip:
-            combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
+            combo.setItemData(combo.count - 1, html_text(tooltip), qt.Qt.ToolTipRole)  # card text, shown verbatim
     combo.setCurrentIndex(combo.findData(selected) if selected is not None else -1)
     combo.blockSignals(False)
 
@@ -237,7 +241,7 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.blockSignals(False)
         choice = self._choices.get(key)
         card = choice.card if choice is not None else None
-        self.ui.modelInfoLabel.toolTip = choice.tooltip if choice else ""
+        self.ui.modelInfoLabel.toolTip = html_text(choice.tooltip) if choice else ""
         self.ui.modelInfoLabel.text = describe_card(card) if card else (
             _("Model {key} is not available: pick another one.").format(key=key) if key and self._choices
             else self._noModel if not self._choices else _("No model selected."))
@@ -254,7 +258,7 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             label.visible = selector.visible = bool(text)
         unetpp = card is not None and card.architecture == "unetpp"
         self.ui.pruneLevelSpinBox.enabled = self.ui.accurateCheckBox.enabled = unetpp
-        classes = [(label.name, label.name, "") for label in card.foreground_labels] if card else []
+        classes = activation_choices(card)
         selected = self._parameterNode.activationClass if any(c[1] == self._parameterNode.activationClass
                                                               for c in classes) else ""
         _fillCombo(self.ui.activationClassComboBox, [(_("none"), "", ""), *classes], selected)
@@ -425,8 +429,11 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p.outputTable = slicer.mrmlScene.GetNodeByID(applied.table_id)
         p.outputSegmentation = slicer.mrmlScene.GetNodeByID(applied.segmentation_id)
         self._listOverlays(applied.shown_overlay)
-        self.ui.statusLabel.text = _("Done in {seconds:.1f} s on {device}.").format(
-            seconds=outcome.seconds, device=outcome.result.info.get("device", settings.device))
+        warnings = outcome.result.warnings
+        self.ui.statusLabel.text = done_message(outcome.seconds, outcome.result.info.get("device", settings.device),
+                                                warnings)
+        if warnings:
+            slicer.util.warningDisplay(warnings_text(warnings), windowTitle=_("MedSeg: check the input"))
 
     def _showError(self, what: str, exc, details: str = "") -> None:
         message = f"{what}: {exc}"

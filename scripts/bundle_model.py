@@ -43,7 +43,8 @@ def main() -> None:
         card["description"] = args.description
     if args.metrics_json:
         evaluation = json.loads(args.metrics_json.read_text())
-        card["metrics"]["evaluation"] = {k: evaluation[k] for k in ("cases", "labels", "mean_dice")}
+        card["metrics"]["evaluation"] = {k: evaluation[k] for k in ("cases", "nsd_tolerance_mm", "undefined_policy",
+                                                                    "labels", "mean_dice") if k in evaluation}
     if args.pruning_json:
         pruning = json.loads(args.pruning_json.read_text())
         card["metrics"]["pruning"] = {k: pruning[k] for k in ("cases", "device", "precision", "threads", "modes")}

@@ -39,7 +39,9 @@ FORMATS = ("seg.nrrd", "nii.gz", "csv")
 
 
 def _safe_name(name: str) -> str:
-    cleaned = re.sub(r"[^\w.\- ]+", "_", name).strip(" .")
+    """A file name from a node name (which holds the model card's name): no separators, no leading dots, at most
+    120 characters (a file name's limit is 255 bytes)."""
+    cleaned = re.sub(r"[^\w.\- ]+", "_", name)[:120].strip(" .")
     return cleaned or "segmentation"
 
 

@@ -9,12 +9,15 @@ into the engine's ``SegmentOptions`` and the bridge's ``ApplyOptions``), the ove
 from __future__ import annotations
 
 import enum
+import html
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from medseg.text import printable  # standard library only: the panel still loads without PyTorch
 
 if TYPE_CHECKING:
     from medseg.card import ModelCard
@@ -27,11 +30,13 @@ __all__ = [
     "Device",
     "ModelChoice",
     "RunSettings",
+    "activation_choices",
     "card_tooltip",
     "channel_labels",
     "describe_card",
     "device_summary",
     "format_metrics",
+    "html_text",
     "input_volumes",
     "model_choices",
     "overlay_label",
@@ -97,7 +102,7 @@ def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
     Returns:
         (choices, problems): a user checkpoint that is gone or unreadable is left out and its problem listed.
     """
-    choices = [ModelChoice(e.name, f"{e.name} (bundled)", e.card, True) for e in bundled]
+    choices = [ModelChoice(e.name, printable(f"{e.name} (bundled)"), e.card, True) for e in bundled]
     problems = []
     for path in user_paths:
         if any(c.key == path for c in choices):
@@ -107,7 +112,7 @@ def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
         except (OSError, ValueError) as exc:
             problems.append(f"{path}: {exc}")
             continue
-        choices.append(ModelChoice(path, f"{card.name} ({Path(path).name})", card, False))
+        choices.append(ModelChoice(path, printable(f"{card.name} ({Path(path).name})"), card, False))
     return choices, problems
 
 
@@ -140,7 +145,11 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def describe_card(card: ModelCard) -> str:
-    """The text under the model picker: what the model does, on what it was trained, how well it did."""
+    """The text under the model picker: what the model does, on what it was trained, how well it did.
+
+    Plain text with every control character removed (:func:`medseg.text.printable`): the card comes from the
+    checkpoint's author. The module shows it in a label whose text format is plain text.
+    """
     inputs = ", ".join(f"{c.name} ({c.modality})" for c in card.inputs)
     labels = ", ".join(label.name for label in card.foreground_labels)
     training = card.training
@@ -148,18 +157,47 @@ def describe_card(card: ModelCard) -> str:
              f"{card.architecture}, {card.spatial_dims}D; input: {inputs}; labels: {labels}",
              f"Trained on {training.get('dataset', 'an unnamed data set')} (license: {training.get('license', '?')})",
              f"Validation: {format_metrics(card.metrics)}"]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def done_message(seconds: float, device: str, warnings: Sequence[str] = ()) -> str:
+    """The status line after a run: how long it took and where, then each warning of the engine (an input unlike the
+    model's training data, :func:`medseg.domain.domain_warnings`) for the user to read before trusting the result."""
+    text = f"Done in {seconds:.1f} s on {printable(device)}."
+    if warnings:
+        text += " Check the result: " + warnings_text(warnings).replace("\n", " ")
+    return text
+
+
+def warnings_text(warnings: Sequence[str]) -> str:
+    """The engine's warnings as plain text, one per line, without control characters (for a message box)."""
+    return "\n".join(printable(w) for w in warnings)
 
 
 def card_tooltip(card: ModelCard, path: str | None = None) -> str:
     """The whole card, for the picker's tooltip."""
     spacing = "input spacing" if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
-    lines = [describe_card(card), f"Patch {list(card.patch_size)}, spacing {spacing}, engine {card.engine_version}"]
+    lines = [describe_card(card),
+             printable(f"Patch {list(card.patch_size)}, spacing {spacing}, engine {card.engine_version}")]
     if card.description:
-        lines.append(card.description)
+        lines.append(printable(card.description, newlines=True))
     if path:
-        lines.append(f"File: {path}")
+        lines.append(printable(f"File: {path}"))
     return "\n".join(lines)
+
+
+def html_text(text: str) -> str:
+    """Plain text as Qt rich text that shows it verbatim, for tooltips (Qt renders a tooltip that looks like
+    HTML as HTML, so a card's ``<img src=...>`` would otherwise be rendered): control characters removed, ``<``,
+    ``>`` and ``&`` escaped, line breaks kept."""
+    lines = printable(text, newlines=True).split("\n")
+    return "<qt>" + "<br>".join(html.escape(line, quote=False) for line in lines) + "</qt>"
+
+
+def activation_choices(card: ModelCard | None) -> list[tuple[str, str, str]]:
+    """The Grad-CAM class picker's ``(text, data, tooltip)`` items: each foreground label, its name shown without
+    control characters, the exact name kept as the data the engine is given."""
+    return [(printable(label.name), label.name, "") for label in card.foreground_labels] if card else []
 
 
 def channel_labels(card: ModelCard | None) -> list[str]:
@@ -173,7 +211,7 @@ def channel_labels(card: ModelCard | None) -> list[str]:
     if len(card.inputs) > len(CHANNEL_FIELDS):
         raise ValueError(f"model {card.name!r} needs {len(card.inputs)} input volumes; the panel has "
                          f"{len(CHANNEL_FIELDS)}: run it with `medseg segment` on the command line")
-    labels = [f"{c.name} ({c.modality}):" for c in card.inputs]
+    labels = [printable(f"{c.name} ({c.modality}):") for c in card.inputs]
     return labels + [""] * (len(CHANNEL_FIELDS) - len(labels))
 
 
@@ -255,7 +293,7 @@ def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
 def overlay_label(kind: str) -> str:
     """The overlay picker's text for an overlay kind of ``MedSegLib.run``."""
     if kind.startswith("activation:"):
-        return f"Grad-CAM: {kind.split(':', 1)[1]}"
+        return printable(f"Grad-CAM: {kind.split(':', 1)[1]}")
     if kind.startswith("probability:"):
-        return f"Probability: {kind.split(':', 1)[1]}"
+        return printable(f"Probability: {kind.split(':', 1)[1]}")
     return {"uncertainty": "Uncertainty (entropy)", "tta_variance": "TTA variance"}.get(kind, kind)

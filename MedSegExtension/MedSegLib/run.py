@@ -35,6 +35,7 @@ import slicer
 
 from medseg.card import ModelCard
 from medseg.geometry import Geometry
+from medseg.text import printable
 
 from .backup import NodeBackup
 from .display import heat_color_node, show_overlay, style_overlay
@@ -259,7 +260,7 @@ class _Overlay:
 
 def _overlays(result: SegmentationResult, options: ApplyOptions) -> list[_Overlay]:
     card, shape = result.card, result.labels.shape
-    out = [_Overlay(f"activation:{name}", f"Grad-CAM {name}", cam, (0.0, 1.0))
+    out = [_Overlay(f"activation:{name}", printable(f"Grad-CAM {name}"), cam, (0.0, 1.0))
            for name, cam in result.activations.items()]
     if result.probabilities is not None:
         try:
@@ -267,7 +268,7 @@ def _overlays(result: SegmentationResult, options: ApplyOptions) -> list[_Overla
                 card.label(x) for x in options.probability_labels]
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
-        out += [_Overlay(f"probability:{lab.name}", f"probability {lab.name}", result.probabilities[lab.id],
+        out += [_Overlay(f"probability:{lab.name}", printable(f"probability {lab.name}"), result.probabilities[lab.id],
                          (0.0, 1.0)) for lab in labels]
     if result.entropy is not None:
         out.append(_Overlay("uncertainty", "uncertainty", result.entropy, (0.0, 1.0)))
@@ -372,7 +373,7 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
     options = options or ApplyOptions()
     volume = _input_volume(scene, inputs)
     card = result.card
-    base = options.name or f"{inputs.volume_name} {card.name}"
+    base = options.name or printable(f"{inputs.volume_name} {card.name}")  # node names: no control characters
     segments = build_segments(result.labels, card.labels, volume, result.measurements)
     overlays = _overlays(result, options)
     shown = _shown(overlays, options.show_overlay)

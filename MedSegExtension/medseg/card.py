@@ -10,16 +10,47 @@ Conventions: ``spacing`` is in mm in ITK/Slicer (x, y, z) order; ``patch_size`` 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
+from .domain import input_domain_problems
+from .orientation import orientation_problem
 
-__all__ = ["FORMAT_VERSION", "InputChannel", "Label", "ModelCard", "Normalization", "card_error"]
+__all__ = ["FORMAT_VERSION", "InputChannel", "Label", "ModelCard", "Normalization", "card_error", "finite_or_null"]
 
 FORMAT_VERSION = 1
 MODALITIES = ("CT", "MR", "PT", "US", "EM", "OT")
 NORMALIZATIONS = ("zscore", "ct", "minmax", "none")
+
+# A card comes from whoever wrote the checkpoint: every number is bounded before anything is sized from it.
+# The bounds are generous for real models (TotalSegmentator has 118 labels, nnU-Net patches are <= 128^3 in 3D
+# and 2048^2 in 2D, micro-CT voxels are ~1 um); a card outside them is refused with the field's path.
+SPACING_RANGE_MM = (1e-4, 100.0)  # 0.1 um .. 10 cm per voxel
+MAX_PATCH_SIZE = 1024  # per axis
+MAX_PATCH_VOXELS = 2**26  # 67 million voxels in one window (512 x 512 x 256)
+MAX_CLASSES = 1024  # labels, background included; label ids are 0..MAX_CLASSES - 1
+MAX_INPUT_CHANNELS = 16
+WIDTH_RANGE = (0.0, 8.0)  # channel multiplier, > 0
+DEPTH_RANGE = (1, 8)  # levels of an encoder-decoder
+MAX_FEATURES = 4096  # channels of one level in architecture_args.features
+MAX_ARG_NUMBER = 1e6  # any other number of architecture_args, in absolute value
+MAX_ARG_LIST = 64  # items of a list in architecture_args
+MAX_INTENSITY = 1e9  # normalisation window, mean and std, in absolute value
+MAX_NAME_CHARS = 256  # names: the card's, the architecture's, a channel's, a label's
+MAX_TEXT_CHARS = 100_000  # summary, description, training.dataset and .license
+MAX_CARD_CHARS = 10_000_000  # the card's JSON
+MAX_NESTING = 32  # objects and lists inside each other
+# Known architecture arguments: (low, high, integer, low excluded). Other arguments are checked generically.
+ARGUMENT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "spatial_dims": (2, 3, True, False),
+    "in_channels": (1, MAX_INPUT_CHANNELS, True, False),
+    "num_classes": (1, MAX_CLASSES, True, False),
+    "width": (*WIDTH_RANGE, False, True),
+    "depth": (*DEPTH_RANGE, True, False),
+    "dropout": (0.0, 1.0, False, False),
+}
 
 
 class _Errors:
@@ -29,7 +60,9 @@ class _Errors:
         self.items: list[str] = []
 
     def add(self, where: str, problem: str) -> None:
-        self.items.append(f"{where}: {problem}")
+        entry = f"{where}: {problem}"
+        if not any(item.startswith(f"{where}: ") for item in self.items):  # the first problem of a field is enough
+            self.items.append(entry)
 
     def raise_if_any(self, source: str) -> None:
         if self.items:
@@ -41,11 +74,116 @@ def card_error(source: str, problems: list[str]) -> str:
     return f"invalid model card in {source}:\n  - {lines}\nFix these fields of the card (medseg info shows it)."
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr`` of a card value for an error message: escapes control characters, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _typed(errors: _Errors, where: str, value: Any, kind: type | tuple[type, ...], what: str) -> bool:
     if isinstance(value, bool) or not isinstance(value, kind):
-        errors.add(where, f"expected {what}, got {value!r}")
+        errors.add(where, f"expected {what}, got {_show(value)}")
         return False
     return True
+
+
+def _text(errors: _Errors, where: str, value: Any, limit: int = MAX_NAME_CHARS, empty: bool = True) -> bool:
+    """A string of at most `limit` characters (non-blank unless `empty`)."""
+    if not _typed(errors, where, value, str, "a string"):
+        return False
+    if len(value) > limit or (not empty and not value.strip()):
+        errors.add(where, f"expected {'a non-blank' if not empty else 'a'} string of at most {limit} characters, "
+                          f"got {len(value)} characters: {_show(value)}")
+        return False
+    return True
+
+
+def _number(errors: _Errors, where: str, value: Any, bounds: tuple[float, float], integer: bool = False,
+            open_low: bool = False) -> bool:
+    """A finite number (an integer if `integer`) in ``[low, high]`` (``(low, high]`` if `open_low`)."""
+    low, high = bounds
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (low < value if open_low else low <= value) and value <= high):
+        what = "an integer" if integer else "a finite number"
+        errors.add(where, f"expected {what} in {'(' if open_low else '['}{low:g}, {high:g}], got {_show(value)}")
+        return False
+    return True
+
+
+def _numbers(errors: _Errors, where: str, value: Any, count: int, bounds: tuple[float, float],
+             integer: bool = False, open_low: bool = False) -> bool:
+    """A list of `count` numbers, each checked by :func:`_number` (``where[i]`` names a bad one)."""
+    if not (isinstance(value, list | tuple) and len(value) == count):
+        errors.add(where, f"expected a list of {count} numbers, got {_show(value)}")
+        return False
+    return all([_number(errors, f"{where}[{i}]", v, bounds, integer, open_low) for i, v in enumerate(value)])
+
+
+def _check_json(value: Any, errors: _Errors) -> bool:
+    """Walk the whole card: no NaN or Infinity (Python's json reads them) in any field, no nesting deeper than
+    MAX_NESTING (False then: nothing else should walk it).
+
+    Iterative, so that a hostile card cannot exhaust the stack; every field, including ones this engine does
+    not know, is covered.
+    """
+    stack = [(value, "card", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_NESTING:
+            errors.add(where, f"nested more than {MAX_NESTING} levels deep; a model card is a few levels deep")
+            return False
+        if isinstance(item, float) and not math.isfinite(item):
+            errors.add(where.removeprefix("card."), f"expected a finite number, got {item!r}")
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}", depth + 1) for k, v in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
+    return True
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` (JSON data) with every NaN or infinite number replaced by None (JSON null): the card refuses
+    non-finite numbers, so an undefined metric (a Dice with the label absent everywhere) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def _check_architecture_args(args: dict[str, Any], errors: _Errors) -> None:
+    """Known arguments within ARGUMENT_BOUNDS; any other: a JSON scalar or a short list of scalars, finite."""
+    for key, value in args.items():
+        where = f"architecture_args.{key}"
+        if not (isinstance(key, str) and key.isidentifier()):
+            errors.add(where, "argument names are Python identifiers such as 'width'")
+        elif key in ARGUMENT_BOUNDS:
+            low, high, integer, open_low = ARGUMENT_BOUNDS[key]
+            _number(errors, where, value, (low, high), integer, open_low)
+        elif key == "features":
+            if _typed(errors, where, value, list | tuple, f"a list of at most {MAX_ARG_LIST} channel counts"):
+                _numbers(errors, where, value, len(value), (1, MAX_FEATURES), integer=True)
+        elif isinstance(value, list | tuple):
+            if len(value) > MAX_ARG_LIST:
+                errors.add(where, f"expected a list of at most {MAX_ARG_LIST} items, got {len(value)}")
+            for i, item in enumerate(value[:MAX_ARG_LIST]):
+                _scalar_argument(errors, f"{where}[{i}]", item)
+        else:
+            _scalar_argument(errors, where, value)
+
+
+def _scalar_argument(errors: _Errors, where: str, value: Any) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _text(errors, where, value)
+    elif isinstance(value, int | float):
+        _number(errors, where, value, (-MAX_ARG_NUMBER, MAX_ARG_NUMBER))
+    else:
+        errors.add(where, f"expected a number, string, true/false, null or a list of these, got {_show(value)}")
 
 
 @dataclass(frozen=True)
@@ -71,20 +209,24 @@ class Normalization:
         if kind not in NORMALIZATIONS:
             errors.add(f"{where}.kind", f"expected one of {NORMALIZATIONS}, got {kind!r}")
             return None
-        pairs = {}
-        for key in ("percentiles", "window"):
+        bounds = {"percentiles": (0.0, 100.0), "window": (-MAX_INTENSITY, MAX_INTENSITY)}
+        pairs, ok = {}, True
+        for key, (low, high) in bounds.items():
             v = d.get(key)
-            if v is not None and not (isinstance(v, list | tuple) and len(v) == 2 and v[0] < v[1]):
-                errors.add(f"{where}.{key}", f"expected [low, high] with low < high, got {v!r}")
-            pairs[key] = tuple(float(x) for x in v) if v is not None else None
-        if kind == "ct":
-            if pairs["window"] is None:
-                errors.add(f"{where}.window", "a 'ct' normalisation needs a window [low, high] in HU")
-            if not isinstance(d.get("std"), int | float) or d.get("std", 0) <= 0:
-                errors.add(f"{where}.std", f"a 'ct' normalisation needs std > 0, got {d.get('std')!r}")
-            if not isinstance(d.get("mean"), int | float):
-                errors.add(f"{where}.mean", f"a 'ct' normalisation needs a numeric mean, got {d.get('mean')!r}")
-        return Normalization(kind, pairs["percentiles"], pairs["window"], d.get("mean"), d.get("std"))
+            good = v is None or _numbers(errors, f"{where}.{key}", v, 2, (low, high))
+            if good and v is not None and not v[0] < v[1]:
+                errors.add(f"{where}.{key}", f"expected [low, high] with low < high, got {_show(v)}")
+                good = False
+            ok &= good
+            pairs[key] = tuple(float(x) for x in v) if v is not None and good else None
+        stats = {"mean": ((-MAX_INTENSITY, MAX_INTENSITY), False), "std": ((0.0, MAX_INTENSITY), True)}
+        for key, (limits, open_low) in stats.items():
+            if d.get(key) is not None or kind == "ct":
+                ok &= _number(errors, f"{where}.{key}", d.get(key), limits, open_low=open_low)
+        if kind == "ct" and d.get("window") is None:
+            errors.add(f"{where}.window", "a 'ct' normalisation needs a window [low, high] in HU")
+            ok = False
+        return Normalization(kind, pairs["percentiles"], pairs["window"], d.get("mean"), d.get("std")) if ok else None
 
 
 @dataclass(frozen=True)
@@ -99,7 +241,7 @@ class InputChannel:
     def parse(d: Any, where: str, errors: _Errors) -> InputChannel | None:
         if not _typed(errors, where, d, dict, "an object with 'name', 'modality', 'normalization'"):
             return None
-        ok = _typed(errors, f"{where}.name", d.get("name"), str, "a channel name such as 'T1w' or 'CT'")
+        ok = _text(errors, f"{where}.name", d.get("name"), empty=False)  # a channel name such as 'T1w' or 'CT'
         if d.get("modality") not in MODALITIES:
             errors.add(f"{where}.modality", f"expected one of {MODALITIES}, got {d.get('modality')!r}")
             ok = False
@@ -124,13 +266,13 @@ class Label:
     def parse(d: Any, where: str, errors: _Errors) -> Label | None:
         if not _typed(errors, where, d, dict, "an object with 'id', 'name', 'color'"):
             return None
-        ok = _typed(errors, f"{where}.id", d.get("id"), int, "an integer label id")
-        ok &= _typed(errors, f"{where}.name", d.get("name"), str, "a label name")
+        ok = _number(errors, f"{where}.id", d.get("id"), (0, MAX_CLASSES - 1), integer=True)
+        ok &= _text(errors, f"{where}.name", d.get("name"), empty=False)
         color = d.get("color", [128, 128, 128])
         if not (isinstance(color, list | tuple) and len(color) == 3 and all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color
         )):
-            errors.add(f"{where}.color", f"expected 3 integers 0-255 (RGB), got {color!r}")
+            errors.add(f"{where}.color", f"expected 3 integers 0-255 (RGB), got {_show(color)}")
             ok = False
         term = d.get("terminology")
         if term is not None:
@@ -145,9 +287,19 @@ def _check_terminology(term: Any, where: str, errors: _Errors) -> bool:
     for key in ("category", "type"):
         code = term.get(key)
         if not (isinstance(code, dict) and all(isinstance(code.get(k), str) for k in ("scheme", "code", "meaning"))):
-            errors.add(f"{where}.{key}", f"expected {{'scheme', 'code', 'meaning'}} strings, got {code!r}")
+            errors.add(f"{where}.{key}", f"expected {{'scheme', 'code', 'meaning'}} strings, got {_show(code)}")
             ok = False
+            continue
+        for k in ("scheme", "code", "meaning"):
+            text = code[k]
+            if len(text) > MAX_NAME_CHARS or any(c in _TERMINOLOGY_SEPARATORS or not c.isprintable() for c in text):
+                errors.add(f"{where}.{key}.{k}", f"expected at most {MAX_NAME_CHARS} printable characters, no "
+                                                 f"'~', '^' or '|' (terminology separators), got {_show(text)}")
+                ok = False
     return ok
+
+
+_TERMINOLOGY_SEPARATORS = frozenset("~^|")
 
 
 @dataclass(frozen=True)
@@ -163,6 +315,12 @@ class ModelCard:
         spacing: voxel spacing in mm (x, y, z) the model was trained at; None runs at the input's spacing.
         patch_size: sliding-window size in array order; its length is the network's spatial_dims.
         slice_axis: for 2D networks, the array axis (0 = z) slices are taken along.
+        orientation: the voxel orientation of the training arrays, an ITK/DICOMOrient code of three letters
+            naming where the i, j, k axes point (``"RAS"``, ``"LPS"``); inference permutes and flips every
+            input into it and its outputs back. None (older cards): arrays are fed as stored, with a warning.
+        input_domain: optional; what the training inputs looked like (patient-axis size and spacing ranges,
+            per-channel 1st/99th intensity percentile ranges), measured by ``medseg.domain.describe_inputs``;
+            inputs far outside it get a warning (``medseg.domain.domain_warnings``). None: no such check.
         training: at least ``dataset`` and ``license``; also split, epochs, time, hardware when trained here.
         metrics: validation metrics (for example ``{"dice": {"anterior": 0.88}}``).
     """
@@ -177,6 +335,8 @@ class ModelCard:
     training: dict[str, Any]
     spacing: tuple[float, float, float] | None = None
     slice_axis: int = 0
+    orientation: str | None = None
+    input_domain: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     engine_version: str = __version__
@@ -206,10 +366,15 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str, source: str = "model card") -> ModelCard:
+        if not isinstance(text, str) or len(text) > MAX_CARD_CHARS:
+            size = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+            raise ValueError(f"{source}: the model card must be JSON text of at most {MAX_CARD_CHARS} characters, "
+                             f"got {size}; is this a MedSeg checkpoint?")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: the model card is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, an integer of > 4300 digits, deep nesting
+            raise ValueError(f"{source}: the model card is not valid JSON ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
         return cls.from_dict(data, source)
 
     @classmethod
@@ -219,40 +384,41 @@ class ModelCard:
         if not isinstance(d, dict):
             errors.add("card", f"expected a JSON object, got {type(d).__name__}")
             errors.raise_if_any(source)
+        if not _check_json(d, errors):
+            errors.raise_if_any(source)
         fv = d.get("format_version", FORMAT_VERSION)
-        if fv != FORMAT_VERSION:
-            errors.add("format_version", f"this engine reads format {FORMAT_VERSION}, got {fv!r}; update MedSeg")
-        for key in ("name", "summary", "architecture"):
-            _typed(errors, key, d.get(key), str, "a string")
+        if type(fv) is not int or fv != FORMAT_VERSION:
+            errors.add("format_version", f"this engine reads format {FORMAT_VERSION}, got {_show(fv)}; update MedSeg")
+        _check_texts(d, errors)
         args = d.get("architecture_args")
-        _typed(errors, "architecture_args", args, dict, "an object of constructor arguments")
+        if _typed(errors, "architecture_args", args, dict, "an object of constructor arguments"):
+            _check_architecture_args(args, errors)
         inputs = _parse_list(d.get("inputs"), "inputs", InputChannel.parse, errors)
         labels = _parse_list(d.get("labels"), "labels", Label.parse, errors)
         patch = d.get("patch_size")
-        if not (isinstance(patch, list | tuple) and len(patch) in (2, 3) and all(
-            isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in patch
-        )):
-            errors.add("patch_size", f"expected 2 or 3 positive integers, got {patch!r}")
+        _check_patch(patch, errors)
         spacing = d.get("spacing")
-        if spacing is not None and not (
-            isinstance(spacing, list | tuple) and len(spacing) == 3 and all(
-                isinstance(s, int | float) and not isinstance(s, bool) and s > 0 for s in spacing)
-        ):
-            errors.add("spacing", f"expected 3 positive numbers in mm (x, y, z) or null, got {spacing!r}")
+        if spacing is not None:  # mm (x, y, z); null runs at the input's spacing
+            _numbers(errors, "spacing", spacing, 3, SPACING_RANGE_MM, open_low=False)
         training = d.get("training")
         if _typed(errors, "training", training, dict, "an object with 'dataset' and 'license'"):
-            for key in ("dataset", "license"):
-                _typed(errors, f"training.{key}", training.get(key), str, "a string (say 'unknown' if unknown)")
+            for key in ("dataset", "license"):  # say 'unknown' if unknown
+                _text(errors, f"training.{key}", training.get(key), MAX_TEXT_CHARS)
         _typed(errors, "metrics", d.get("metrics", {}), dict, "an object")
-        if d.get("slice_axis", 0) not in (0, 1, 2):
-            errors.add("slice_axis", f"expected 0, 1 or 2, got {d.get('slice_axis')!r}")
+        _number(errors, "slice_axis", d.get("slice_axis", 0), (0, 2), integer=True)
+        if d.get("orientation") is not None and orientation_problem(d["orientation"]):
+            errors.add("orientation", orientation_problem(d["orientation"]))
+        if d.get("input_domain") is not None and all(inputs):  # see medseg.domain
+            for where, problem in input_domain_problems(d["input_domain"], [c.name for c in inputs]):
+                errors.add(where, problem)
         errors.raise_if_any(source)
         card = cls(
             name=d["name"], summary=d["summary"], architecture=d["architecture"], architecture_args=dict(args),
             inputs=tuple(inputs), labels=tuple(labels), patch_size=tuple(patch), training=dict(training),
             spacing=tuple(float(s) for s in spacing) if spacing is not None else None,
-            slice_axis=d.get("slice_axis", 0), metrics=dict(d.get("metrics", {})),
-            description=str(d.get("description", "")), engine_version=str(d.get("engine_version", "unknown")),
+            slice_axis=d.get("slice_axis", 0), orientation=d.get("orientation"), metrics=dict(d.get("metrics", {})),
+            input_domain=d.get("input_domain"),
+            description=d.get("description", ""), engine_version=d.get("engine_version", "unknown"),
             format_version=fv,
         )
         card._check_consistency(source)
@@ -269,14 +435,42 @@ class ModelCard:
                                  f"{args.get('num_classes')}")
         ids = sorted(label.id for label in self.labels)
         if ids != list(range(len(self.labels))):
-            errors.add("labels", f"label ids must be 0..{len(self.labels) - 1} each once, got {ids}")
+            errors.add("labels", f"label ids must be 0..{len(self.labels) - 1} each once, got {_show(ids)}")
+        names = [label.name.strip().lower() for label in self.labels]
+        twice = sorted({label.name for label in self.labels if names.count(label.name.strip().lower()) > 1})
+        if twice:
+            errors.add("labels", f"label names must differ (ignoring case), {_show(twice)} appear more than once")
         if len(self.patch_size) != self.spatial_dims:
             errors.add("patch_size", f"{len(self.patch_size)} sizes for a {self.spatial_dims}D network")
         errors.raise_if_any(source)
 
 
+def _check_texts(d: dict[str, Any], errors: _Errors) -> None:
+    """The card's own strings: name and architecture (short, non-blank), summary, description, engine version."""
+    _text(errors, "name", d.get("name"), empty=False)
+    _text(errors, "architecture", d.get("architecture"), empty=False)
+    _text(errors, "summary", d.get("summary"), MAX_TEXT_CHARS)
+    if "description" in d:
+        _text(errors, "description", d["description"], MAX_TEXT_CHARS)
+    if "engine_version" in d:
+        _text(errors, "engine_version", d["engine_version"])
+
+
+def _check_patch(patch: Any, errors: _Errors) -> None:
+    """2 or 3 sizes, each 1..MAX_PATCH_SIZE, at most MAX_PATCH_VOXELS in all."""
+    if not (isinstance(patch, list | tuple) and len(patch) in (2, 3)):
+        errors.add("patch_size", f"expected 2 or 3 integers 1-{MAX_PATCH_SIZE}, got {_show(patch)}")
+    elif _numbers(errors, "patch_size", patch, len(patch), (1, MAX_PATCH_SIZE), integer=True) and (
+            math.prod(patch) > MAX_PATCH_VOXELS):
+        errors.add("patch_size", f"{_show(list(patch))} is {math.prod(patch):,} voxels per window; at most "
+                                 f"{MAX_PATCH_VOXELS:,} are allowed")
+
+
 def _parse_list(items: Any, where: str, parse: Any, errors: _Errors) -> list[Any]:
     if not isinstance(items, list) or not items:
-        errors.add(where, f"expected a non-empty list, got {items!r}")
+        errors.add(where, f"expected a non-empty list, got {_show(items)}")
+        return []
+    if len(items) > MAX_CLASSES:
+        errors.add(where, f"expected at most {MAX_CLASSES} entries, got {len(items)}")
         return []
     return [parse(item, f"{where}[{i}]", errors) for i, item in enumerate(items)]

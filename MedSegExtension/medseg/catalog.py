@@ -14,7 +14,7 @@ from pathlib import Path
 from .card import ModelCard
 from .checkpoint import read_card
 
-__all__ = ["CatalogEntry", "bundled_models", "resolve_checkpoint", "resources_dir"]
+__all__ = ["CatalogEntry", "bundled_models", "is_bare_name", "resolve_checkpoint", "resources_dir"]
 
 log = logging.getLogger(__name__)
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -50,23 +50,42 @@ def bundled_models(directory: str | os.PathLike[str] | None = None) -> list[Cata
     return sorted(entries, key=lambda e: e.name)
 
 
+def is_bare_name(name_or_path: str | os.PathLike[str]) -> bool:
+    """True for a string that can only be a bundled model's name: no folder separator, no checkpoint suffix
+    (``.safetensors``, ``.pt``, ...), not ``~``, ``.`` or ``..``. A ``Path`` object is always a path."""
+    if not isinstance(name_or_path, str):
+        return False
+    text = name_or_path
+    separators = [s for s in (os.sep, os.altsep, "/") if s]
+    return (bool(text) and not any(s in text for s in separators) and text not in (".", "..")
+            and not text.startswith("~") and not text.lower().endswith(_SUFFIXES))
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     """A bundled model's name or a checkpoint path -> the checkpoint's path.
 
+    A bare name (see :func:`is_bare_name`) only ever means a bundled model, even when a file of that name is in
+    the current folder: a file is named by a path (``./name``) or by its suffix (``name.safetensors``), so a
+    stray file can never silently replace a bundled model.
+
     Raises:
         FileNotFoundError: a path that does not exist.
-        KeyError: a name that is not bundled; the message lists the bundled names.
+        KeyError: a bare name that is not bundled; the message lists the bundled names.
     """
     text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    looks_like_path = path.suffix in _SUFFIXES or os.sep in text or "/" in text
-    if path.is_file():
-        return path
-    if looks_like_path:
+    if not is_bare_name(name_or_path):
+        path = Path(text).expanduser()
+        if path.is_file():
+            return path
         raise FileNotFoundError(f"checkpoint file {text!r} does not exist; check the path")
     entries = bundled_models()
+    local = Path(text).is_file()
     for entry in entries:
         if entry.name == text:
+            if local:
+                log.info("%r is the bundled model; the file of that name in %s is used only as ./%s", text,
+                         Path.cwd(), text)
             return entry.path
     names = ", ".join(e.name for e in entries) or "none bundled yet"
-    raise KeyError(f"unknown model {text!r}: give a checkpoint path or a bundled model name ({names})")
+    hint = f"; to use the file {text!r} in the current folder, give its path: ./{text}" if local else ""
+    raise KeyError(f"unknown model {text!r}: give a checkpoint path or a bundled model name ({names}){hint}")

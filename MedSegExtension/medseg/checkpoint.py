@@ -8,24 +8,34 @@ and an architecture named explicitly by a card.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
 import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .card import ModelCard
-from .models import SegmentationNetwork, build_model
+from .models import ARCHITECTURES, SegmentationNetwork, build_model
 
-__all__ = ["LoadedModel", "import_state_dict", "load_checkpoint", "read_card", "save_checkpoint"]
+__all__ = ["LoadedModel", "import_state_dict", "load_checkpoint", "parameter_count", "read_card", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 CARD_KEY = "medseg.card"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on its JSON header
+MAX_PARAMETER_BYTES = 2 * 1024**3  # a card may ask for at most 2 GiB of weights (512 million float32 parameters)
+# Stored dtypes accepted for the network's floating-point tensors (loaded into its float32 parameters); integer
+# tensors (batch norm's num_batches_tracked) must be stored in their own type.
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_TORCH_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
+                 torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 _PICKLE_HINT = (
     "MedSeg never unpickles checkpoints because a pickle can run arbitrary code. If this is a plain PyTorch "
     "state dict, convert it once with: medseg import {path} --card CARD.json --output MODEL.safetensors"
@@ -41,14 +51,38 @@ class LoadedModel:
     path: Path
 
 
-def _sniff(path: Path) -> str:
-    """'safetensors', 'pickle' (zip or raw pickle), or 'unknown' from the first bytes."""
+def _safetensors_header(path: Path) -> dict[str, Any] | None:
+    """The JSON header of a safetensors file, or None if `path` does not start like one.
+
+    The format: an 8-byte little-endian length N, then N bytes of JSON (an object). N must fit in the file and
+    in MAX_HEADER_BYTES. The length's first byte can be anything, 0x80 included (a pickle's first byte), so this
+    test comes before any pickle sniffing.
+    """
     with path.open("rb") as f:
-        head = f.read(16)
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return None
+        length = int.from_bytes(prefix, "little")
+        if not 2 <= length <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+            return None
+        text = f.read(length)
+    if not text.startswith(b"{"):
+        return None
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors' (by its header, checked first), 'pickle' (zip or raw pickle), or 'unknown'."""
+    if _safetensors_header(path) is not None:
+        return "safetensors"
+    with path.open("rb") as f:
+        head = f.read(4)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     return "unknown"
 
 
@@ -78,7 +112,57 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     return ModelCard.from_json(meta[CARD_KEY], source=str(p))
 
 
+def _check_arguments(card: ModelCard, source: str) -> type[SegmentationNetwork]:
+    """The card's architecture class, once every argument of the card is one its constructor takes."""
+    cls = ARCHITECTURES.get(card.architecture)
+    if cls is None:
+        raise ValueError(f"{source}: architecture: unknown architecture {card.architecture!r}; valid names: "
+                         f"{', '.join(ARCHITECTURES)} (medseg models lists them)")
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in card.architecture_args:
+            if key not in params:
+                raise ValueError(f"{source}: architecture_args.{key}: {card.architecture} takes no argument "
+                                 f"{key!r}; its arguments are {', '.join(params)}. Remove it from the card.")
+    return cls
+
+
+def _build_meta(card: ModelCard, source: str) -> SegmentationNetwork:
+    """The card's network on torch's meta device (shapes only, nothing allocated), refused above
+    MAX_PARAMETER_BYTES; a constructor's TypeError/ValueError becomes a ValueError naming the card."""
+    cls = _check_arguments(card, source)
+    try:
+        with torch.device("meta"):
+            model = cls(**card.architecture_args)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        msg = str(exc.args[0] if exc.args else exc)[:300]
+        raise ValueError(f"{source}: architecture_args cannot build {card.architecture}: {msg}. "
+                         f"Fix architecture_args in the card.") from None
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if size > MAX_PARAMETER_BYTES:
+        count = sum(t.numel() for t in model.state_dict().values())
+        raise ValueError(f"{source}: architecture_args {card.architecture_args} ask for {count:,} parameters "
+                         f"({size / 2**30:.1f} GiB); at most {MAX_PARAMETER_BYTES / 2**30:g} GiB are allowed. "
+                         f"Check width, depth and features in the card.")
+    return model
+
+
+def parameter_count(card: ModelCard, source: str = "model card") -> int:
+    """The number of parameters of the card's network, counted on the meta device (nothing allocated).
+
+    Raises:
+        ValueError: an unknown architecture or argument, arguments the constructor refuses, or a network above
+            MAX_PARAMETER_BYTES.
+    """
+    return sum(t.numel() for t in _build_meta(card, source).parameters())
+
+
 def _build(card: ModelCard, source: str) -> SegmentationNetwork:
+    _build_meta(card, source)  # refuses bad arguments and oversized networks before anything is allocated
+    return _construct(card, source)
+
+
+def _construct(card: ModelCard, source: str) -> SegmentationNetwork:
     try:
         return build_model(card.architecture, **card.architecture_args)
     except (KeyError, TypeError, ValueError) as exc:
@@ -86,26 +170,61 @@ def _build(card: ModelCard, source: str) -> SegmentationNetwork:
         raise ValueError(f"{source}: the card's architecture cannot be built: {msg}") from None
 
 
-def _load_weights(model: SegmentationNetwork, state: dict[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs card {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{name} {items[:5]}{' ...' if len(items) > 5 else ''}" for name, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
+def _mismatch(own: dict[str, tuple[tuple[int, ...], str]], given: dict[str, tuple[tuple[int, ...], str]]) -> list[str]:
+    """Problems between the network's tensors and a file's, each ``(shape, dtype)``: missing, unexpected, shape
+    and dtype mismatches (a floating tensor must be stored in FLOAT_DTYPES, any other in its own dtype)."""
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    common = sorted(set(own) & set(given))
+    shapes = [f"{k}: file {given[k][0]} vs card {own[k][0]}" for k in common if own[k][0] != given[k][0]]
+    dtypes = [f"{k}: {given[k][1]}" for k in common
+              if given[k][1] not in (FLOAT_DTYPES if own[k][1] in FLOAT_DTYPES else (own[k][1],))]
+    return [f"{name} {items[:5]}{' ...' if len(items) > 5 else ''}" for name, items in
+            (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
+             ("dtype not accepted", dtypes)) if items]
+
+
+def _refuse(model: SegmentationNetwork, problems: list[str], source: str) -> None:
+    if problems:
         raise ValueError(f"{source}: the weights do not match the card's architecture "
-                         f"({model.__class__.__name__} {model.config}): {'; '.join(parts)}. "
+                         f"({model.__class__.__name__} {model.config}): {'; '.join(problems)}. "
                          f"Fix architecture_args in the card or use the checkpoint these weights came from.")
+
+
+def _tensor_specs(state: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(v.shape), _TORCH_DTYPES.get(v.dtype, str(v.dtype))) for k, v in state.items()}
+
+
+def _header_specs(header: dict[str, Any], source: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (shape, dtype)}`` of a safetensors header, read without loading a tensor."""
+    specs = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise ValueError(f"{source}: tensor {name!r} of the safetensors header has no valid shape; the file is "
+                             f"damaged. Re-export it with medseg import or re-train it.")
+        specs[name] = (tuple(shape), str(entry.get("dtype")))
+    return specs
+
+
+def _load_weights(model: SegmentationNetwork, state: dict[str, torch.Tensor], source: str) -> None:
+    _refuse(model, _mismatch(_tensor_specs(model.state_dict()), _tensor_specs(state)), source)
     model.load_state_dict(state, strict=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a checkpoint: validate its card, build its network, load its weights, move to `device`, eval."""
+    """Load a checkpoint: validate its card, check the weights' names, shapes and dtypes in the file's header
+    against the network the card describes (built on the meta device), then build it, load the weights, move
+    to `device`, eval. Nothing large is allocated before the card and the header agree."""
     card = read_card(path)
-    model = _build(card, str(path))
-    _load_weights(model, load_file(str(path), device="cpu"), str(path))
+    source = str(path)
+    meta = _build_meta(card, source)
+    header = _safetensors_header(Path(path)) or {}
+    _refuse(meta, _mismatch(_tensor_specs(meta.state_dict()), _header_specs(header, source)), source)
+    model = _construct(card, source)
+    _load_weights(model, load_file(str(path), device="cpu"), source)
     return LoadedModel(model.to(device).eval(), card, Path(path))
 
 
@@ -132,7 +251,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: SegmentationNetwork, ca
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    log.info("saved %s (%s, %d tensors)", out, card.architecture, len(tensors))
+    log.info("saved %s (%r, %d tensors)", out, card.architecture, len(tensors))
     return out
 
 

@@ -6,15 +6,18 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
 from .card import ModelCard
 from .catalog import bundled_models, resolve_checkpoint
-from .checkpoint import import_state_dict, read_card
+from .checkpoint import import_state_dict, parameter_count, read_card
 from .cli_evaluate import add_evaluate_parser
 from .cli_segment import add_segment_parser
-from .models import ARCHITECTURES, build_model
+from .models import ARCHITECTURES
+from .outputs import OutputError
+from .text import printable
 from .train.cli import add_train_parser
 
 __all__ = ["main"]
@@ -47,7 +50,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not data["bundled_models"]:
         print("  (none bundled yet)")
     for m in data["bundled_models"]:
-        print(f"  {m['name']:<24} {m['architecture']:<14} {m['summary']}")
+        print(printable(f"  {m['name']:<24} {m['architecture']:<14} {m['summary']}"))
     return 0
 
 
@@ -56,19 +59,20 @@ def _describe(card: ModelCard, params: int) -> str:
     lines = [f"{card.name}: {card.summary}", f"  architecture: {card.architecture}({args}), {params:,} parameters",
              "  inputs: " + ", ".join(f"{c.name} ({c.modality}, {c.normalization.kind})" for c in card.inputs),
              "  labels: " + ", ".join(f"{label.id} {label.name}" for label in card.labels),
-             f"  spacing (mm, x y z): {card.spacing or 'input spacing'}; patch size: {card.patch_size}",
+             f"  spacing (mm, x y z): {card.spacing or 'input spacing'}; patch size: {card.patch_size}; "
+             f"orientation: {card.orientation or 'not recorded (volumes fed as stored)'}",
              f"  training: {json.dumps(card.training)}", f"  metrics: {json.dumps(card.metrics)}",
              f"  engine version {card.engine_version}, card format {card.format_version}"]
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # card text: no escape sequences reach the terminal
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    card = read_card(resolve_checkpoint(args.checkpoint))
+    path = resolve_checkpoint(args.checkpoint)
+    card = read_card(path)
     if args.json:
-        print(card.to_json(indent=2))
+        print(card.to_json(indent=2))  # json.dumps escapes every control character
         return 0
-    model = build_model(card.architecture, **card.architecture_args)
-    print(_describe(card, sum(p.numel() for p in model.parameters())))
+    print(_describe(card, parameter_count(card, str(path))))  # counted on the meta device: nothing allocated
     return 0
 
 
@@ -92,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("info", help="print a checkpoint's model card",
                        description="Print the model card of a checkpoint file or bundled model.")
-    p.add_argument("checkpoint", help="bundled model name or .safetensors path")
+    p.add_argument("checkpoint", help="a bundled model's name (medseg models) or a checkpoint path "
+                   "(name.safetensors, ./name)")
     p.add_argument("--json", action="store_true", help="print the card as JSON")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("import", help="convert a plain PyTorch state dict into a MedSeg checkpoint",
@@ -109,12 +114,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_ERROR = 2  # a problem the user can fix: input, output, model, device, memory (as argparse's usage errors)
+EXIT_BUG = 1  # an unexpected exception: a bug in medseg; the traceback is printed with -v
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; every failure ends in one ``medseg COMMAND: error: ...`` line on stderr.
+
+    Exit codes: 0 done, 2 an error the message explains (bad input or output path, unwritable folder,
+    full disk, model or device problem), 1 an unexpected error (a bug; ``-v`` prints its traceback),
+    130 interrupted by Ctrl-C. Outputs are written all together at the end, so after any non-zero exit
+    no output file is new or replaced.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, MemoryError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"medseg {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"medseg {args.command}: interrupted (Ctrl-C); outputs are only written when a run completes",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the command line's last resort: one line, the traceback with -v
+        message, code = _error_message(exc)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"medseg {args.command}: error: {printable(message)}", file=sys.stderr)
+        return code
+
+
+def _error_message(exc: Exception) -> tuple[str, int]:
+    """One line and the exit code for an exception that ended a command."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0]), EXIT_ERROR
+    if isinstance(exc, (ValueError, MemoryError, OutputError)) or (isinstance(exc, OSError) and not exc.strerror):
+        return str(exc), EXIT_ERROR
+    if isinstance(exc, OSError):  # raised by the system: "[Errno 13] Permission denied: 'x'"
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror}; check the path, its permissions and the free space", EXIT_ERROR
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:300]
+    if isinstance(exc, RuntimeError):  # PyTorch's or ITK's: a device, memory, model or file failure
+        return (f"the run failed: {first}; if it ran out of memory use --roi, a smaller --batch-size or "
+                f"--device cpu; run with -v for the traceback"), EXIT_ERROR
+    return (f"unexpected {type(exc).__name__}: {first}; this is a bug in medseg: run again with -v for the traceback "
+            f"and report it"), EXIT_BUG

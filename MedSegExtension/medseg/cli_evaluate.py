@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import numpy as np
 from .cli_segment import add_postprocess_arguments, postprocess_options
 from .inference import Segmenter, SegmentOptions
 from .io import READ_EXTENSIONS, read_channels, read_image, write_json
-from .metrics import score_label
+from .metrics import DEFAULT_NSD_TOLERANCE_MM, score_label
+from .outputs import OutputSet
 
 __all__ = ["add_evaluate_parser", "cmd_evaluate"]
 
@@ -22,9 +24,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="score a model against reference labels",
         description="Segment every image of --images and score it against the label map of the same name in "
-                    "--labels (nnU-Net's case_0000 channel suffixes are understood): Dice, IoU, HD95 and average "
-                    "surface distance in mm, volume predicted vs reference in mL.")
-    p.add_argument("--model", required=True, help="bundled model name or .safetensors checkpoint")
+                    "--labels (nnU-Net's case_0000 channel suffixes are understood): Dice, IoU, HD95 (MONAI's: the "
+                    "larger directed 95th percentile), average symmetric surface distance and normalised surface "
+                    "Dice (NSD) in mm, volume predicted vs reference in mL. HD95 and ASD are undefined when the "
+                    "prediction or the reference of a label is empty, NSD when both are (0 when one is): such cases "
+                    "are left out of that metric's mean and counted as n_undefined beside it.")
+    p.add_argument("--model", required=True, help="a bundled model's name (medseg models) or a checkpoint path "
+                   "(name.safetensors, ./name)")
     p.add_argument("--images", required=True, type=Path, help="folder of images")
     p.add_argument("--labels", required=True, type=Path, help="folder of reference label maps")
     p.add_argument("--cases", nargs="+", help="only these case ids (file names without extension)")
@@ -33,12 +39,22 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, help="write one row per case and label as CSV")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--nsd-tolerance-mm", type=_tolerance, default=DEFAULT_NSD_TOLERANCE_MM,
+                   help=f"distance (mm) within which a surface point counts as agreeing, for the normalised surface "
+                        f"Dice (default {DEFAULT_NSD_TOLERANCE_MM:g})")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--prune-level", type=int, choices=(1, 2, 3, 4), help="UNet++: pruned sub-network")
     p.add_argument("--accurate", action="store_true", help="UNet++: average the heads")
     add_postprocess_arguments(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a distance in mm >= 0, e.g. 1")
+    return value
 
 
 def _case_id(path: Path) -> str:
@@ -73,31 +89,75 @@ def _cases(args: argparse.Namespace) -> list[tuple[str, list[Path], Path]]:
     return out
 
 
-def _summary(per_case: list[dict], names: list[str]) -> dict:
+SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "asd_mm", "nsd", "volume_error_ml", "abs_volume_error_ml")
+UNDEFINED_POLICY = ("hd95_mm and asd_mm are null for a case whose prediction or reference of that label is empty, "
+                    "nsd when both are (0 when one is); each mean is over the n cases where the metric is defined, "
+                    "n_undefined counts the others; dice and iou are always defined (1 when both masks are empty, "
+                    "0 when one is)")
+
+
+def _summary(per_case: list[dict], names: list[str], nsd_tolerance_mm: float) -> dict:
+    """Per label: each metric's mean over the cases where it is defined, with `n` (cases in that mean) and
+    `n_undefined` (cases left out: HD95 and ASD when the prediction or the reference is empty, NSD when both are)."""
     labels = {}
     for name in names:
-        rows = [c["labels"][name] for c in per_case]
-        labels[name] = {key: _mean([r[key] for r in rows]) for key in
-                        ("dice", "iou", "hd95_mm", "asd_mm", "volume_error_ml")}
-        labels[name]["abs_volume_error_ml"] = _mean([abs(r["volume_error_ml"]) for r in rows])
+        rows = [{**c["labels"][name], "abs_volume_error_ml": abs(c["labels"][name]["volume_error_ml"])}
+                for c in per_case]
+        values = {key: [r[key] for r in rows if r[key] is not None] for key in SUMMARY_METRICS}
+        labels[name] = {key: float(np.mean(v)) if v else None for key, v in values.items()}
+        labels[name]["n"] = {key: len(v) for key, v in values.items()}
+        labels[name]["n_undefined"] = {key: len(rows) - len(v) for key, v in values.items()}
     mean_dice = float(np.mean([labels[n]["dice"] for n in names])) if names else None
-    return {"cases": len(per_case), "labels": labels, "mean_dice": mean_dice, "per_case": per_case}
+    return {"cases": len(per_case), "nsd_tolerance_mm": nsd_tolerance_mm, "undefined_policy": UNDEFINED_POLICY,
+            "labels": labels, "mean_dice": mean_dice, "per_case": per_case}
 
 
-def _mean(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
+def _print_summary(summary: dict) -> None:
+    """The table: each mean with the number of cases it is over, and '(k undefined)' where cases were left out."""
+    def cell(s: dict, key: str, digits: int) -> str:
+        mean = "n/a" if s[key] is None else f"{s[key]:.{digits}f}"
+        missing = s["n_undefined"][key]
+        return f"{mean} (n={s['n'][key]}{f', {missing} undefined' if missing else ''})"
+
+    for name, s in summary["labels"].items():
+        print(f"{name:<28} dice {cell(s, 'dice', 4)}  hd95 {cell(s, 'hd95_mm', 2)} mm  "
+              f"nsd@{summary['nsd_tolerance_mm']:g}mm {cell(s, 'nsd', 4)}  "
+              f"|volume error| {s['abs_volume_error_ml']:.3f} mL")
+    print(f"mean dice {summary['mean_dice']:.4f} over {summary['cases']} cases")
 
 
-def _write_csv(path: Path, per_case: list[dict]) -> None:
+def _write_csv(path: Path, per_case: list[dict], outputs: OutputSet) -> None:
     rows = [{"case": c["case"], "label": name, **scores} for c in per_case for name, scores in c["labels"].items()]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    outputs.write_text(path, text.getvalue())
+
+
+def _reserve_outputs(args: argparse.Namespace, outputs: OutputSet) -> None:
+    """Before any work: --json and --csv are two files in existing folders; their temporaries are created now."""
+    plan = {f"--{flag}": getattr(args, flag) for flag in ("json", "csv") if getattr(args, flag)}
+    if len(plan) == 2 and plan["--json"].resolve() == plan["--csv"].resolve():
+        raise ValueError(f"--json and --csv both write {args.json}; give each its own file name")
+    for key, path in plan.items():
+        if path.is_dir():
+            raise ValueError(f"{key} {path} is a folder; give a file name inside it (e.g. {path / 'evaluation'}"
+                             f"{'.json' if key == '--json' else '.csv'})")
+        if not path.resolve().parent.is_dir():
+            raise FileNotFoundError(f"output folder of {key} {path} does not exist; create it first")
+        outputs.reserve(path)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate; the JSON and CSV files are written together at the end, or neither on any failure."""
+    with OutputSet() as outputs:
+        _reserve_outputs(args, outputs)
+        _evaluate(args, outputs)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, outputs: OutputSet) -> None:
     cases = _cases(args)
     segmenter = Segmenter(args.model, device=args.device)
     options = SegmentOptions(overlap=args.overlap, tta=args.tta, precision=args.precision, measure=False,
@@ -112,21 +172,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"case {cid!r}: label map {label_path} has shape {reference.shape}, the image "
                              f"{channels.shape[1:]}; give the label map on the image's grid")
         result = segmenter.segment(channels, geometry, options)
-        scores = {label.name: score_label(result.labels == label.id, reference == label.id, geometry).to_dict()
-                  for label in foreground}
+        scores = {label.name: score_label(result.labels == label.id, reference == label.id, geometry,
+                                          args.nsd_tolerance_mm).to_dict() for label in foreground}
         per_case.append({"case": cid, "seconds": result.info["seconds"]["inference"], "labels": scores})
         dice = " ".join(f"{s['dice']:.3f}" for s in scores.values())
         print(f"[{n}/{len(cases)}] {cid}: dice {dice}", file=sys.stderr)
-    summary = _summary(per_case, [label.name for label in foreground])
-    for name, s in summary["labels"].items():
-        hd = "n/a" if s["hd95_mm"] is None else f"{s['hd95_mm']:.2f}"
-        print(f"{name:<28} dice {s['dice']:.4f}  iou {s['iou']:.4f}  hd95 {hd} mm  "
-              f"|volume error| {s['abs_volume_error_ml']:.3f} mL")
-    print(f"mean dice {summary['mean_dice']:.4f} over {summary['cases']} cases")
+    summary = _summary(per_case, [label.name for label in foreground], args.nsd_tolerance_mm)
+    _print_summary(summary)
     if args.json:
         run = {"tta": args.tta, "overlap": args.overlap, "precision": args.precision, "prune_level": args.prune_level,
-               "accurate": args.accurate, "postprocess": args.postprocess, "min_island_ml": args.min_island_ml}
-        write_json(args.json, {"model": str(segmenter.path), "options": run, **summary})
+               "accurate": args.accurate, "postprocess": args.postprocess, "min_island_ml": args.min_island_ml,
+               "nsd_tolerance_mm": args.nsd_tolerance_mm}
+        write_json(args.json, {"model": str(segmenter.path), "options": run, **summary}, outputs=outputs)
     if args.csv:
-        _write_csv(args.csv, per_case)
-    return 0
+        _write_csv(args.csv, per_case, outputs)

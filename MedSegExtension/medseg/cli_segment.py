@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .card import Label, ModelCard
+from .catalog import resolve_checkpoint
+from .checkpoint import read_card
 from .inference import SegmentationResult, Segmenter, SegmentOptions
 from .io import SEGMENTATION_EXTENSION, WRITE_EXTENSIONS, read_channels, write_image, write_json, write_segmentation
+from .outputs import OutputSet, unique_slugs
 from .postprocess import PostprocessOptions
 from .render import overview, write_png
+from .text import printable
 
 __all__ = ["add_segment_parser", "cmd_segment"]
 
@@ -23,9 +31,12 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment", help="segment a volume with a model",
         description="Segment a 3D volume (NIfTI, NRRD, MHA or a DICOM series folder). Give one input per channel "
-                    "in the model card's order (medseg info MODEL lists them). Outputs are on the input's grid.")
+                    "in the model card's order (medseg info MODEL lists them). Outputs are on the input's grid and "
+                    "all or nothing: written together at the end, none (and no old file replaced) after an error or "
+                    "Ctrl-C. Exit codes: 0 done, 2 error, 1 unexpected error (-v: traceback), 130 Ctrl-C.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="volume file or DICOM folder, one per channel")
-    p.add_argument("--model", required=True, help="bundled model name or .safetensors checkpoint")
+    p.add_argument("--model", required=True, help="a bundled model's name (medseg models) or a checkpoint path "
+                   "(name.safetensors, ./name)")
     p.add_argument("--output", required=True, help="label output: .seg.nrrd (Slicer segmentation) or .nii.gz/.nrrd")
     p.add_argument("--probabilities", metavar="FILE", help="probability map(s); one file per foreground label "
                    "(the label name is added before the extension when there are several)")
@@ -85,22 +96,82 @@ def _check_output_paths(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"output folder of {path!r} does not exist; create it first")
 
 
-def _progress_bar(enabled: bool):
-    start = time.perf_counter()
+def _output_plan(args: argparse.Namespace, card: ModelCard) -> dict[str, Path]:
+    """Every file the run will write, keyed by what the user knows it as (its flag, and the label of a per-label
+    probability map, whose file name gets the label's safe slug, never its raw name)."""
+    plan = {"--output": args.output}
+    if args.probabilities:
+        labels = card.foreground_labels
+        slugs = unique_slugs({label.id: label.name for label in labels})
+        for label in labels:
+            plan[_probability_key(label, labels)] = (args.probabilities if len(labels) == 1 else
+                                                     _with_suffix(args.probabilities, "_" + slugs[label.id]))
+    if args.uncertainty:
+        plan["--uncertainty"] = args.uncertainty
+        if args.tta:
+            plan["--uncertainty's TTA variance"] = _with_suffix(args.uncertainty, "_tta_variance")
+    for flag in ("activation", "report", "overview"):
+        if getattr(args, flag):
+            plan[f"--{flag}"] = getattr(args, flag)
+    return {key: Path(path) for key, path in plan.items()}
 
-    def show(fraction: float, message: str) -> None:
-        if not enabled:
+
+def _probability_key(label: Label, labels: list[Label]) -> str:
+    return "--probabilities" if len(labels) == 1 else f"--probabilities (label {label.id} {label.name!r})"
+
+
+def _check_plan(plan: dict[str, Path], inputs: list[Path]) -> None:
+    """Before any work: no output is a folder, an input (or inside a DICOM folder input), or another output."""
+    seen: dict[str, str] = {}
+    for key, path in plan.items():
+        if path.is_dir():
+            raise ValueError(f"{key} {path} is a folder; give a file name inside it (e.g. {path / path.name}"
+                             f"{_extension(str(path))})")
+        resolved = _same_key(path)
+        if resolved in seen:
+            raise ValueError(f"{seen[resolved]} and {key} both write {path}; give each output its own file name")
+        seen[resolved] = key
+        for source in inputs:
+            if _same_key(source) == resolved or (source.exists() and path.exists() and os.path.samefile(source, path)):
+                raise ValueError(f"{key} {path} is the input {source}: it would be overwritten; write the output "
+                                 f"to another file")
+            if source.is_dir() and Path(resolved).is_relative_to(source.resolve()):
+                raise ValueError(f"{key} {path} is inside the input folder {source}: a file written there would "
+                                 f"be mixed into the DICOM series; write the output to another folder")
+
+
+def _same_key(path: Path) -> str:
+    return os.path.normcase(str(path.resolve()))
+
+
+def _extension(name: str) -> str:
+    return next((ext for ext in (SEGMENTATION_EXTENSION, *WRITE_EXTENSIONS) if name.endswith(ext)), ".nii.gz")
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr; :meth:`close` ends an unfinished line so that an error starts its own."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.start, self.open = enabled, time.perf_counter(), False
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
             return
         filled = int(30 * fraction)
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - self.start
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
         sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}% {message:<16} "
                          f"{elapsed:5.1f}s elapsed, ETA {eta:5.1f}s")
-        if fraction >= 1:
+        self.open = fraction < 1
+        if not self.open:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
-    return show
+    def close(self) -> None:
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
 
 
 def _with_suffix(path: str, suffix: str) -> str:
@@ -123,45 +194,76 @@ def _options(args: argparse.Namespace, segmenter: Segmenter) -> SegmentOptions:
         prune_level=args.prune_level, accurate=args.accurate)
 
 
-def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray) -> list[str]:
-    written = []
+def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray, plan: dict[str, Path],
+                   outputs: OutputSet) -> None:
+    """Write every planned file into `outputs` (renamed into place together when the set is committed)."""
+    geometry = result.geometry
     if args.output.endswith(SEGMENTATION_EXTENSION):
-        written.append(str(write_segmentation(args.output, result.labels, result.geometry, result.card.labels)))
+        write_segmentation(plan["--output"], result.labels, geometry, result.card.labels, outputs=outputs)
     else:
-        written.append(str(write_image(args.output, result.labels, result.geometry)))
+        write_image(plan["--output"], result.labels, geometry, outputs=outputs)
     if args.probabilities:
         labels = result.card.foreground_labels
         for label in labels:
-            path = args.probabilities if len(labels) == 1 else _with_suffix(
-                args.probabilities, "_" + label.name.replace(" ", "_"))
-            written.append(str(write_image(path, result.probabilities[label.id], result.geometry)))
+            write_image(plan[_probability_key(label, labels)], result.probabilities[label.id], geometry,
+                        outputs=outputs)
     if args.uncertainty:
-        written.append(str(write_image(args.uncertainty, result.entropy, result.geometry)))
+        write_image(plan["--uncertainty"], result.entropy, geometry, outputs=outputs)
         if result.tta_variance is not None:
-            path = _with_suffix(args.uncertainty, "_tta_variance")
-            written.append(str(write_image(path, result.tta_variance, result.geometry)))
+            write_image(plan["--uncertainty's TTA variance"], result.tta_variance, geometry, outputs=outputs)
     if args.activation:
         (cam,) = result.activations.values()
-        written.append(str(write_image(args.activation, cam.astype(np.float32), result.geometry)))
+        write_image(plan["--activation"], cam.astype(np.float32), geometry, outputs=outputs)
     if args.report:
-        write_json(args.report, {"inputs": [str(p) for p in args.inputs], **result.report()})
-        written.append(args.report)
+        write_json(plan["--report"], {"inputs": [str(p) for p in args.inputs], **result.report()}, outputs=outputs)
     if args.overview:
         heat = next(iter(result.activations.values()), result.entropy)
         colors = {label.id: label.color for label in result.card.labels}
-        write_png(args.overview, overview(image[0], result.labels, result.geometry, colors, heat))
-        written.append(args.overview)
-    return written
+        write_png(plan["--overview"], overview(image[0], result.labels, geometry, colors, heat), outputs=outputs)
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _collected_warnings():
+    """The messages of every warning the engine logs meanwhile (they are printed as well)."""
+    collector, logger = _WarningCollector(), logging.getLogger(__package__)
+    logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    """Check every output path, segment, then write all outputs together (none on any failure or Ctrl-C)."""
     _check_output_paths(args)
+    checkpoint = resolve_checkpoint(args.model)
+    plan = _output_plan(args, read_card(checkpoint))
+    _check_plan(plan, [Path(p) for p in args.inputs] + [checkpoint])
     segmenter = Segmenter(args.model, device=args.device, threads=args.threads)
     options = _options(args, segmenter)
-    channels, geometry = read_channels(args.inputs)
-    result = segmenter.segment(channels, geometry, options, progress=_progress_bar(not args.no_progress))
-    for path in _write_outputs(args, result, channels):
+    with OutputSet() as outputs:
+        for path in plan.values():
+            outputs.reserve(path)  # an unwritable folder fails now, not after the inference
+        with _collected_warnings() as warnings:  # read-time ones too (no UIDs, duplicate slices): into the report
+            channels, geometry = read_channels(args.inputs)
+            progress = _ProgressBar(not args.no_progress)
+            try:
+                result = segmenter.segment(channels, geometry, options, progress=progress)
+            finally:
+                progress.close()
+        result.warnings = list(dict.fromkeys([*warnings, *result.warnings]))
+        _write_outputs(args, result, channels, plan, outputs)
+    for path in outputs.committed:
         print(f"wrote {path}")
     for m in result.measurements:
-        print(f"  {m.name:<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels)")
+        print(f"  {printable(m.name):<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels)")  # a card's label name
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterator
 
 import torch
@@ -28,21 +29,50 @@ def available_devices() -> list[str]:
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda, then mps, then cpu; an explicit device that is absent is a clear error."""
-    text = str(name)
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is absent or malformed is a clear error.
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (N an index of a GPU this PyTorch sees) or ``mps``.
+
+    Raises:
+        ValueError: an unknown or malformed name (``cpu:abc``, ``foo``), or a device this machine lacks
+            (``cuda:7`` with fewer GPUs); the message lists the devices available here.
+    """
+    text = str(name).strip()
     if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if text.split(":")[0] not in DEVICES:
-        raise ValueError(f"unknown device {text!r}; use one of {', '.join(DEVICES)} (cuda:N for a given GPU)")
-    if text.startswith("cuda") and not torch.cuda.is_available():
+    match = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
+    here = ", ".join(d.split(" ")[0] for d in available_devices())
+    if match is None:
+        raise ValueError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N (N a GPU index) or mps (available "
+                         f"here: {here})")
+    kind, index = match.group(1), None if match.group(2) is None else int(match.group(2))
+    if kind == "cuda":
+        return _cuda_device(text, index)
+    if index not in (None, 0):
+        raise ValueError(f"device {text!r}: {kind} has no device {index}; use --device {kind} (available here: {here})")
+    if kind == "mps" and not _mps_available():
+        raise ValueError("device 'mps' asked for but Apple's Metal backend is not available; use --device cpu")
+    return torch.device(kind)
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def _cuda_device(text: str, index: int | None) -> torch.device:
+    if not torch.cuda.is_available():
         raise ValueError(f"device {text!r} asked for but this PyTorch sees no CUDA GPU ({torch.__version__}); use "
                          f"--device cpu, or install a CUDA build of torch (README, GPU)")
-    if text == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' asked for but Apple's Metal backend is not available; use --device cpu")
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise ValueError(f"device {text!r} asked for but this machine has {count} CUDA GPU(s) (cuda:0"
+                         f"{f' to cuda:{count - 1}' if count > 1 else ''}); pick one of them, or set "
+                         f"CUDA_VISIBLE_DEVICES to show the GPU you mean")
     return torch.device(text)
 
 

@@ -12,9 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LPS_TO_RAS", "Geometry"]
+__all__ = ["DIRECTION_ORTHONORMAL_TOLERANCE", "LPS_TO_RAS", "Geometry"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+# Largest |D^T D - I| entry accepted: far above the float error of directions computed from Slicer's IJK-to-RAS
+# matrices or stored as text in headers (1e-7 .. 1e-6), far below any real shear or scale (a 0.01 shear is 1e-2).
+DIRECTION_ORTHONORMAL_TOLERANCE = 1e-4
+
+
+def _check_orthonormal(direction: np.ndarray, given) -> None:
+    """Refuse a direction that is not a rotation or reflection: sheared or scaled axes have no voxel grid."""
+    if direction.shape != (3, 3) or not np.all(np.isfinite(direction)):
+        raise ValueError(f"direction must be a 3x3 matrix of finite numbers, got {given}; fix the image header")
+    error = float(np.abs(direction.T @ direction - np.eye(3)).max())
+    if error > DIRECTION_ORTHONORMAL_TOLERANCE:
+        rows = "; ".join(" ".join(f"{v:.6g}" for v in row) for row in direction)
+        raise ValueError(f"the direction matrix [{rows}] is not orthonormal (its axes are sheared or scaled: "
+                         f"|D^T D - I| reaches {error:.3g}, tolerance {DIRECTION_ORTHONORMAL_TOLERANCE:g}); resample "
+                         f"the image onto an orthonormal grid (e.g. Slicer's Resample Scalar Volume or "
+                         f"SimpleITK.Resample) or fix the direction in the header (unit-length, perpendicular "
+                         f"axes) and save it again")
 
 
 @dataclass(frozen=True)
@@ -33,8 +50,7 @@ class Geometry:
                              f"header (for example with SimpleITK's SetSpacing) before segmenting")
         if np.asarray(self.origin).shape != (3,) or not np.all(np.isfinite(self.origin)):
             raise ValueError(f"origin must be 3 finite numbers in mm, got {self.origin}")
-        if direction.shape != (3, 3) or abs(abs(np.linalg.det(direction)) - 1) > 1e-3:
-            raise ValueError(f"direction must be a 3x3 orthonormal matrix, got {self.direction}")
+        _check_orthonormal(direction, self.direction)
         object.__setattr__(self, "spacing", tuple(float(s) for s in spacing))
         object.__setattr__(self, "origin", tuple(float(o) for o in self.origin))
         object.__setattr__(self, "direction", tuple(tuple(float(v) for v in row) for row in direction))

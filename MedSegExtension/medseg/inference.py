@@ -4,10 +4,11 @@
 >>> result = segmenter.segment(image, geometry, SegmentOptions(tta=True, uncertainty=True))
 >>> result.labels.shape == image.shape, result.measurements[0].volume_ml
 
-Steps: check the channels against the card -> crop to the ROI -> normalise -> resample to the model's
-spacing -> sliding-window inference (Gaussian-blended, optional mirroring TTA, 2D networks slice by slice)
--> back to the input grid (probabilities resampled, then arg-max) -> paste the ROI back -> post-process
--> Grad-CAM -> measure. Every output is on the input's exact grid.
+Steps: check the channels against the card -> crop to the ROI (the input's own index space) -> permute and
+flip into the card's voxel orientation (no interpolation) -> normalise -> resample to the model's spacing
+-> sliding-window inference (Gaussian-blended, optional mirroring TTA, 2D networks slice by slice) -> back
+to the input grid (probabilities resampled, then arg-max; the permutation and flips undone) -> paste the
+ROI back -> post-process -> Grad-CAM -> measure. Every output is on the input's exact grid.
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ from .card import ModelCard
 from .catalog import resolve_checkpoint
 from .checkpoint import LoadedModel, load_checkpoint
 from .device import FallbackRunner, autocast, resolve_device, resolve_precision
+from .domain import domain_warnings
 from .geometry import Geometry
-from .io import check_volume
+from .io import check_not_constant, check_volume
 from .measure import LabelMeasurement, measure_labels
+from .orientation import Reorientation, orientation_code, reorientation
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import crop_roi, normalize, paste_roi, resample, target_shape
-from .sliding_window import CancelToken, Progress, StitchOutputs, WindowOptions, sliding_window
+from .sliding_window import CancelToken, ModelOutputError, Progress, StitchOutputs, WindowOptions, sliding_window
 
-__all__ = ["SegmentOptions", "SegmentationResult", "Segmenter", "inference_window"]
+__all__ = ["ModelOutputError", "SegmentOptions", "SegmentationResult", "Segmenter", "inference_window"]
 
 log = logging.getLogger(__name__)
 _SPACING_TOLERANCE = 0.01  # resample only when the spacing differs from the model's by more than 1 %
 _RING_FP16_BYTES = 1 << 30  # class sums above this size accumulate in float16
+_WARNED_NO_ORIENTATION: set[str] = set()  # models whose card has no orientation, warned about once
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class SegmentOptions:
         uncertainty: return the normalised entropy map (and the TTA variance map with ``tta``).
         activation_classes: label names or ids to explain with Grad-CAM.
         activation_layer: module name for Grad-CAM (None: ``explain.default_cam_layer``).
-        roi: (i0, i1, j0, j1, k0, k1) half-open index box; results are pasted back into the full grid.
+        roi: (i0, i1, j0, j1, k0, k1) half-open index box in the input's own index space (cropped before the
+            reorientation to the card's orientation); results are pasted back into the full grid.
         postprocess: connected-component clean-up per label.
         measure: compute per-label measurements.
         prune_level, accurate: UNet++ only; level 1-4 and head averaging.
@@ -95,6 +100,7 @@ class SegmentationResult:
     measurements: list[LabelMeasurement] = field(default_factory=list)
     postprocessing: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # device, precision, windows, seconds, options
+    warnings: list[str] = field(default_factory=list)  # input unlike the training data (medseg.domain), for the user
 
     def report(self) -> dict[str, Any]:
         """JSON-ready summary: model, geometry, measurements, post-processing, run information."""
@@ -108,6 +114,7 @@ class SegmentationResult:
             "labels": [m.to_dict() for m in self.measurements],
             "postprocessing": self.postprocessing,
             "run": self.info,
+            "warnings": list(self.warnings),
         }
 
 
@@ -119,10 +126,11 @@ class _Run:
     options: SegmentOptions
     precision: str
     box: list[tuple[int, int]] | None  # the ROI in array order
-    x: torch.Tensor  # normalised, cropped, on the network's grid
-    crop_shape: tuple[int, ...]  # the cropped input grid
+    x: torch.Tensor  # normalised, cropped, reoriented, on the network's grid
+    crop_shape: tuple[int, ...]  # the cropped input grid in the card's orientation
     cam_labels: list
     cancel: CancelToken | None
+    orient: Reorientation  # cropped input grid -> the card's orientation
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -192,6 +200,7 @@ class Segmenter:
                              f"but {len(arrays)} were given; give one volume per channel in that order")
         for array, name in zip(arrays, names, strict=True):
             check_volume(np.asarray(array), geometry, f"input channel {name!r}")
+            check_not_constant(np.asarray(array), f"input channel {name!r}")
         shapes = {np.asarray(a).shape for a in arrays}
         if len(shapes) > 1:
             raise ValueError(f"input channels {', '.join(names)} have different shapes {sorted(shapes)}; resample "
@@ -274,13 +283,24 @@ class Segmenter:
         runner = self._runner(fn, batch, ring_device)
         classes = len(self.card.labels) if softmax else channels
         head_fn = None if head is None else _apply_head(head, ring_device)
-        out = sliding_window(xt, runner, channels, win, passes, progress, cancel, ring_device, head_fn, classes)
+        try:
+            out = sliding_window(xt, runner, channels, win, passes, progress, cancel, ring_device, head_fn, classes)
+        except ModelOutputError as exc:
+            raise self._model_error(exc) from None
         back = list(np.argsort(order))
         out.labels = out.labels.transpose(back)
         out.probabilities = {k: v.transpose(back) for k, v in out.probabilities.items()}
         out.entropy = None if out.entropy is None else out.entropy.transpose(back)
         out.variance = None if out.variance is None else out.variance.transpose(back)
         return out
+
+    def _model_error(self, exc: ModelOutputError) -> ModelOutputError:
+        """The sliding window's non-finite-output error, naming this model and its checkpoint."""
+        kinds = " and ".join(k for k, n in (("NaN", exc.nan), ("infinite", exc.inf)) if n) or "non-finite"
+        return ModelOutputError(
+            f"model {self.card.name!r} ({self.path}) produced {kinds} outputs ({exc}); this is a problem of the model, "
+            f"not of the input: the checkpoint may be corrupt or run at a precision it does not support; try "
+            f"--precision fp32 (Slicer: Precision fp32), or re-export or re-download the checkpoint", exc.nan, exc.inf)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def segment(self, channels: np.ndarray | Sequence[np.ndarray], geometry: Geometry,
@@ -304,18 +324,39 @@ class Segmenter:
         image = self._channels(channels, geometry)
         self._set_unetpp(options)
         cropped, roi_geometry, box = crop_roi(image, geometry, options.roi)
-        x = torch.from_numpy(normalize(cropped, [c.normalization for c in self.card.inputs]))
+        warnings = domain_warnings(self.card, cropped, roi_geometry)
+        for message in warnings:
+            log.warning("%s", message)
+        orient = self._orientation(roi_geometry, cropped.shape[1:])
+        oriented = orient.apply(cropped)
+        x = torch.from_numpy(normalize(oriented, [c.normalization for c in self.card.inputs]))
         run = _Run(image, options, resolve_precision(options.precision, self.device), box,
-                   resample(x, self._net_shape(cropped.shape[1:], roi_geometry, options)), tuple(cropped.shape[1:]),
-                   [self.card.label(c) for c in options.activation_classes], cancel)
+                   resample(x, self._net_shape(oriented.shape[1:], orient.geometry, options)),
+                   tuple(oriented.shape[1:]), [self.card.label(c) for c in options.activation_classes], cancel, orient)
         run.seconds["preprocess"] = time.perf_counter() - t
         result = self._predict(run, progress)
+        for key in ("labels", "probabilities", "entropy", "variance"):
+            if result[key] is not None:
+                result[key] = orient.invert(result[key])
         run.seconds["inference"] = time.perf_counter() - t - run.seconds["preprocess"]
-        res = SegmentationResult(paste_roi(result["labels"], image.shape[1:], box), geometry, self.card)
+        res = SegmentationResult(paste_roi(result["labels"], image.shape[1:], box), geometry, self.card,
+                                 warnings=warnings)
         self._finish(res, result, run)
         if progress is not None:
             progress(1.0, "done")
         return res
+
+    def _orientation(self, geometry: Geometry, shape: Sequence[int]) -> Reorientation:
+        """From the (cropped) input grid to the card's voxel orientation; for a card without one, no change."""
+        target = self.card.orientation
+        if target is None:
+            if self.card.name not in _WARNED_NO_ORIENTATION:
+                _WARNED_NO_ORIENTATION.add(self.card.name)
+                log.warning("model %r: its card does not record the voxel orientation it was trained in, so volumes "
+                            "are fed as stored and one stored in another voxel order may be segmented badly; set "
+                            "the card's 'orientation' (scripts/update_card.py)", self.card.name)
+            target = orientation_code(geometry.direction)
+        return reorientation(geometry, shape, target)
 
     def _net_shape(self, shape: Sequence[int], geometry: Geometry, options: SegmentOptions) -> tuple[int, ...]:
         if not options.resample or self.card.spacing is None:
@@ -380,7 +421,7 @@ class Segmenter:
             if cancel is not None:
                 cancel.check()
             cam = self._grad_cam(run.x, label.id, options, run.crop_shape, cancel)
-            res.activations[label.name] = paste_roi(cam, shape, box)
+            res.activations[label.name] = paste_roi(run.orient.invert(cam), shape, box)
         seconds["activation"] = time.perf_counter() - t - seconds["postprocess"]
         if options.measure:
             res.measurements = measure_labels(res.labels, res.geometry, self.card.labels, image=image[0],
@@ -391,6 +432,8 @@ class Segmenter:
                     "passes": result["passes"], "network_grid_kji": list(run.x.shape[1:]),
                     "seconds": {k: round(v, 3) for k, v in seconds.items()},
                     "checkpoint": str(self.path), "roi_ijk": list(options.roi) if options.roi else None,
+                    "orientation": {"input": run.orient.source_code, "model": self.card.orientation,
+                                    "reoriented": not run.orient.identity},
                     "overlap": options.overlap, "tta": options.tta}
 
     def _pass_volumes(self, result: dict[str, Any], geometry: Geometry) -> dict[int, list[float]] | None:

@@ -12,19 +12,17 @@ Arrays are indexed ``[k, j, i]`` (z, y, x) as SimpleITK's ``GetArrayFromImage`` 
   reads such a file back, whether written here or by Slicer.
 
 Every error names the input and how to fix it. Nothing is ever left half-written: files are written to a
-temporary name in the target folder and renamed into place.
+temporary name in the target folder, checked complete and renamed into place (``medseg.outputs``); the
+writers' ``outputs=`` argument adds a file to a run's :class:`~medseg.outputs.OutputSet` instead, so that
+all the files of one run appear together or not at all.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
 import os
-import secrets
-import tempfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +30,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from .card import Label
+from .dicom_series import read_series
 from .geometry import Geometry
+from .nifti import check_nifti
+from .outputs import OutputSet
+from .text import printable
 
 __all__ = [
     "READ_EXTENSIONS",
     "SEGMENTATION_EXTENSION",
     "WRITE_EXTENSIONS",
+    "check_not_constant",
     "check_volume",
     "read_channels",
     "read_image",
@@ -59,8 +62,11 @@ SPACING_TOLERANCE_MM = 1e-4
 ORIGIN_TOLERANCE_MM = 1e-4
 DIRECTION_TOLERANCE = 1e-5
 
-# Slicer's terminology contexts (the string format of vtkSlicerTerminologyEntry, 7 parts separated by '~').
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+# Slicer's terminology contexts (the string format of vtkSlicerTerminologyEntry, 7 parts separated by '~'), named
+# as in Slicer's SegmentationCategoryTypeModifier-DICOM-Master.json and AnatomicRegionAndModifier-DICOM-Master.json:
+# the DICOM master list holds the SNOMED CT types of the bundled labels (Hippocampus, Left atrium); Slicer's
+# "3D Slicer General Anatomy list" holds neither.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 _TERMINOLOGY_PARTS = {1: "category", 2: "type", 3: "typeModifier", 5: "anatomicRegion", 6: "anatomicRegionModifier"}
 _RESAMPLE_HINT = ("Resample channel {n} onto channel 1's grid, e.g. with Slicer's Resample Scalar/Vector/DWI Volume "
@@ -102,6 +108,23 @@ def check_volume(array: np.ndarray, geometry: Geometry, name: str) -> None:
                          f"image header (e.g. SimpleITK's SetSpacing or Slicer's Volume Information) and save it again")
 
 
+def check_not_constant(array: np.ndarray, name: str) -> None:
+    """Refuse an image whose voxels all have one value: there is nothing to segment (label maps may be constant).
+
+    Args:
+        array: voxels of an input image (already through :func:`check_volume`).
+        name: what the user knows the volume by, used in the message.
+
+    Raises:
+        ValueError: naming ``name``, the value and the likely causes.
+    """
+    low, high = np.min(array), np.max(array)
+    if low == high:
+        raise ValueError(f"{name} is constant (all {array.size} voxels are {float(low):g}): there is no image to "
+                         f"segment; check that the right volume or series was given and that it was exported with "
+                         f"its voxel data (a blank or failed export gives this)")
+
+
 def _shape_hint(ndim: int) -> str:
     if ndim == 4:
         return ("split the 4D series into 3D volumes (e.g. SimpleITK: image[:, :, :, t]; Slicer: Sequences module) "
@@ -127,14 +150,16 @@ def read_image(path: PathLike) -> tuple[np.ndarray, Geometry]:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unsupported type, truncated or unreadable file, no DICOM series, not a 3D scalar volume,
-            NaN/inf voxels, no voxels, or invalid spacing; the message names ``path`` and the fix.
+        ValueError: unsupported type, truncated or unreadable file, NaN/inf voxels (in a NIfTI counted in the file
+            itself, see :mod:`medseg.nifti`), a non-finite NIfTI scaling, a sheared or scaled direction, a DICOM
+            series that is not one regular grid (:mod:`medseg.dicom_series`), not a 3D scalar volume, no voxels,
+            or invalid spacing; the message names ``path`` and the fix.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image {path} does not exist; check the path (a {', '.join(READ_EXTENSIONS)} "
                                 f"file or a DICOM series folder)")
-    image = _read_dicom_series(path) if path.is_dir() else _read_image_file(path)
+    image = read_series(path) if path.is_dir() else _read_image_file(path)
     image = _as_3d_scalar(image, path)
     geometry = _geometry(image, path)
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
@@ -224,62 +249,10 @@ def _read_image_file(path: Path) -> sitk.Image:
     try:
         reader.ReadImageInformation()
         if ext in (".nii", ".nii.gz"):
-            _check_nifti_complete(path, reader)
+            check_nifti(path)  # what ITK's NIfTI reader hides: NaN/inf voxels, bad scaling, truncation
         return reader.Execute()
     except RuntimeError as exc:
         raise _unreadable(path, exc) from None
-
-
-def _check_nifti_complete(path: Path, reader: sitk.ImageFileReader) -> None:
-    """ITK zero-fills a truncated NIfTI without an error: compare the data size with what the header needs."""
-    keys = set(reader.GetMetaDataKeys())
-    if not {"vox_offset", "bitpix", "dim[0]"} <= keys:
-        return
-    ndim = int(reader.GetMetaData("dim[0]"))
-    voxels = math.prod(int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, ndim + 1))
-    needed = int(float(reader.GetMetaData("vox_offset"))) + voxels * int(reader.GetMetaData("bitpix")) // 8
-    compressed = path.name.lower().endswith(".gz")
-    have = _gzip_length(path) if compressed else path.stat().st_size
-    if have < needed:
-        what = "decompressed bytes" if compressed else "bytes"
-        raise ValueError(f"cannot read {path}: the file is truncated ({have} of the {needed} {what} its header "
-                         f"needs); export or download it again")
-
-
-def _gzip_length(path: Path) -> int:
-    """Decompressed length of a gzip file; a truncated or corrupt stream is an error."""
-    total = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise ValueError(f"cannot read {path}: the compressed data is truncated or corrupt ({exc}); export or "
-                         f"download it again") from None
-    return total
-
-
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for a folder without series
-    try:
-        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-        files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in ids}
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
-    if not files:
-        raise ValueError(f"no DICOM series found in folder {folder}; give the folder that directly holds the DICOM "
-                         f"files of one series, or an image file ({', '.join(READ_EXTENSIONS)})")
-    chosen = max(files, key=lambda sid: len(files[sid]))
-    if len(files) > 1:
-        log.warning("%s holds %d DICOM series; reading the largest (%d files, series %r); give a folder with one "
-                    "series to choose another", folder, len(files), len(files[chosen]), chosen)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files[chosen])
-    try:
-        return reader.Execute()
-    except RuntimeError as exc:
-        raise _unreadable(folder, exc) from None
 
 
 def _as_3d_scalar(image: sitk.Image, path: Path) -> sitk.Image:
@@ -311,20 +284,25 @@ def _geometry(image: sitk.Image, path: Path) -> Geometry:
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def write_image(path: PathLike, array: np.ndarray, geometry: Geometry, *, compress: bool = True) -> Path:
+def write_image(path: PathLike, array: np.ndarray, geometry: Geometry, *, compress: bool = True,
+                outputs: OutputSet | None = None) -> Path:
     """Write a scalar volume (label map, probability, uncertainty, activation) atomically.
 
     Args:
-        path: ``.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha``; missing parent folders are created.
+        path: ``.nii.gz``, ``.nii``, ``.nrrd`` or ``.mha``; missing parent folders are created (unless
+            ``outputs`` is given).
         array: voxels ``(Z, Y, X)``; the dtype is kept (bool is written as uint8, float16 as float32).
         geometry: the voxel grid.
         compress: gzip the voxels (``.nii`` is never compressed, ``.nii.gz`` always is).
+        outputs: write into this :class:`~medseg.outputs.OutputSet` (renamed into place with the run's other
+            outputs when the set is committed) instead of on its own.
 
     Returns:
         ``path``. On any error no file is created and an existing file is left as it was.
 
     Raises:
         ValueError: unsupported extension (the message lists the supported ones) or an invalid volume.
+        OutputError: the file could not be written completely (an ``OSError`` naming ``path`` and the fix).
     """
     path = Path(path)
     ext = _extension(path, WRITE_EXTENSIONS)
@@ -337,30 +315,24 @@ def write_image(path: PathLike, array: np.ndarray, geometry: Geometry, *, compre
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:
         array = array.astype(np.float32)
-    _write_atomic(geometry.to_sitk(array), path, ext, compress or ext == ".nii.gz")
+    _write_sitk(geometry.to_sitk(array), path, compress or ext == ".nii.gz", outputs)
     return path
 
 
-def _write_atomic(image: sitk.Image, path: Path, ext: str, compress: bool) -> None:
-    """Write to a temporary file with the same extension in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name[: -len(ext)]}.{secrets.token_hex(4)}.tmp{ext}")
-    try:
-        sitk.WriteImage(image, str(temporary), compress)
-        os.replace(temporary, path)
-    except BaseException as exc:
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, RuntimeError):
-            raise OSError(f"cannot write {path}: {_itk_reason(exc)}; check that the folder is writable and has "
-                          f"free space, or try another format (.nrrd)") from None
-        raise
-    log.info("wrote %s", path)
+def _write_sitk(image: sitk.Image, path: Path, compress: bool, outputs: OutputSet | None) -> None:
+    """Into `outputs`, or on its own: a temporary in the same folder, checked complete, renamed into place."""
+    if outputs is not None:
+        outputs.write_image(path, image, compress)
+        return
+    with OutputSet(create_folders=True) as single:
+        single.write_image(path, image, compress)
 
 
 # ---------------------------------------------------------------------------------------------- segmentations
 
 
-def write_segmentation(path: PathLike, labels: np.ndarray, geometry: Geometry, segments: Sequence[Label]) -> Path:
+def write_segmentation(path: PathLike, labels: np.ndarray, geometry: Geometry, segments: Sequence[Label], *,
+                       outputs: OutputSet | None = None) -> Path:
     """Write a label map as a Slicer ``.seg.nrrd`` with named, colored segments.
 
     One labelmap layer (segments cannot overlap): segment ``N`` is the voxels equal to its label id. Every
@@ -371,6 +343,8 @@ def write_segmentation(path: PathLike, labels: np.ndarray, geometry: Geometry, s
         labels: integer label map ``(Z, Y, X)`` (uint8/uint16; other integer types are converted).
         geometry: the voxel grid of ``labels``.
         segments: what each label id is: name, color 0-255, optional SNOMED terminology.
+        outputs: write into this :class:`~medseg.outputs.OutputSet` instead of on its own (see
+            :func:`write_image`).
 
     Returns:
         ``path``, written atomically.
@@ -390,7 +364,7 @@ def write_segmentation(path: PathLike, labels: np.ndarray, geometry: Geometry, s
     image = geometry.to_sitk(labels.astype(dtype, copy=False))
     for key, value in _segmentation_metadata(labels, geometry, segments).items():
         image.SetMetaData(key, value)
-    _write_atomic(image, path, SEGMENTATION_EXTENSION, True)
+    _write_sitk(image, path, True, outputs)
     return path
 
 
@@ -422,7 +396,8 @@ def _foreground_segments(segments: Sequence[Label], labels: np.ndarray, path: Pa
 
 def _check_header_text(label: Label, path: Path) -> None:
     codes = [str(code.get(k, "")) for code in (label.terminology or {}).values() for k in ("scheme", "code", "meaning")]
-    bad = [t for t in [label.name, *codes] if "\n" in t or "\r" in t] + [t for t in codes if set(t) & set("~^|")]
+    name = printable(label.name)  # the name is written cleaned (line breaks become spaces), codes as they are
+    bad = [t for t in [name, *codes] if "\n" in t or "\r" in t] + [t for t in codes if set(t) & set("~^|")]
     if bad:
         raise ValueError(f"cannot write {path}: segment {label.id} has text {bad[0]!r} with a character that a "
                          f".seg.nrrd header cannot hold (a line break, or '~', '^', '|' in a terminology code)")
@@ -443,7 +418,7 @@ def _segmentation_metadata(labels: np.ndarray, geometry: Geometry, segments: Seq
     for n, s in enumerate(segments):
         meta |= {
             f"Segment{n}_ID": f"Segment_{s.id}",
-            f"Segment{n}_Name": s.name,
+            f"Segment{n}_Name": printable(s.name),  # a line break here would add header fields
             f"Segment{n}_NameAutoGenerated": "0",
             f"Segment{n}_Color": " ".join(f"{c / 255:.6g}" for c in s.color),
             f"Segment{n}_ColorAutoGenerated": "0",
@@ -556,15 +531,11 @@ def terminology_from_tags(tags: str) -> dict[str, dict[str, str]] | None:
     return None
 
 
-def write_json(path: PathLike, data: dict) -> None:
-    """Write `data` as indented JSON atomically (a temporary file renamed in place)."""
-    folder = Path(path).resolve().parent
-    fd, tmp = tempfile.mkstemp(suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def write_json(path: PathLike, data: dict, *, outputs: OutputSet | None = None) -> None:
+    """Write `data` as indented JSON atomically (a temporary file renamed in place), or into `outputs`."""
+    text = json.dumps(data, indent=2)
+    if outputs is not None:
+        outputs.write_text(path, text)
+        return
+    with OutputSet() as single:
+        single.write_text(path, text)

@@ -9,37 +9,37 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 
 import numpy as np
 
 from .geometry import Geometry
+from .outputs import OutputSet
 
-__all__ = ["overview", "write_png"]
+__all__ = ["overview", "png_bytes", "write_png"]
 
 
-def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """Write an `(H, W, 3)` uint8 array as a PNG (zlib only), atomically."""
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An `(H, W, 3)` uint8 array as the bytes of a PNG file (zlib only)."""
     h, w, _ = rgb.shape
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     raw = b"".join(b"\x00" + np.ascontiguousarray(rgb[r], dtype=np.uint8).tobytes() for r in range(h))
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray, *, outputs: OutputSet | None = None) -> None:
+    """Write an `(H, W, 3)` uint8 array as a PNG atomically, or into `outputs` (a run's output set)."""
+    data = png_bytes(rgb)
+    if outputs is not None:
+        outputs.write_bytes(path, data)
+        return
+    with OutputSet() as single:
+        single.write_bytes(path, data)
 
 
 def _hot(x: np.ndarray) -> np.ndarray:

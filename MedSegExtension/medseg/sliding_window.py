@@ -28,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "CancelToken",
     "Cancelled",
+    "ModelOutputError",
     "StitchOutputs",
     "WindowOptions",
     "gaussian_importance",
@@ -45,6 +46,21 @@ Progress = Callable[[float, str], None]
 
 class Cancelled(Exception):
     """Raised inside the inference when its cancel token is set; nothing is returned or written."""
+
+
+class ModelOutputError(ValueError):
+    """The network produced NaN or infinite values: a problem of the model (its weights or the precision it ran
+    at), not of the input. Raised before any output exists; :class:`~medseg.inference.Segmenter` adds the model's
+    name and checkpoint to the message.
+
+    Attributes:
+        nan: NaN values counted in the first slab that had any.
+        inf: infinite values counted there.
+    """
+
+    def __init__(self, message: str, nan: int = 0, inf: int = 0):
+        super().__init__(message)
+        self.nan, self.inf = nan, inf
 
 
 class CancelToken:
@@ -235,6 +251,8 @@ class _Finaliser:
             self.out.variance = np.zeros(shape, dtype=np.float32)
         if passes > 1 and options.softmax:
             self.out.pass_counts = np.zeros((passes, classes), dtype=np.int64)
+        self._nan: Tensor | int = 0  # counted on the device, read once per slab (no synchronisation per chunk)
+        self._inf: Tensor | int = 0
 
     def __call__(self, first: int, sums: Tensor, weights: Tensor) -> None:
         lo, hi = self.box[self.axis]
@@ -250,12 +268,20 @@ class _Finaliser:
         flat = self._empty(channels.shape[1], channels.device)
         for i in range(0, channels.shape[1], _CHUNK):  # chunks of voxels whose K logits stay in cache
             self._chunk(channels[:, i: i + _CHUNK], slice(i, i + _CHUNK), flat)
+        self._check_finite()
         dest = [slice(None)] * w.dim()
         dest[self.axis] = slice(a - lo, b - lo)
         dest = tuple(dest)
         for name, values in flat.items():
             target = self.out.probabilities[name] if isinstance(name, int) else getattr(self.out, name)
             target[dest] = values.reshape(w.shape).cpu().numpy()
+
+    def _check_finite(self) -> None:
+        nan, inf = int(self._nan), int(self._inf)
+        if nan or inf:
+            what = "logits" if self.options.softmax else "maps"
+            raise ModelOutputError(f"the network produced {nan} NaN and {inf} infinite {what} in one slab of windows",
+                                   nan, inf)
 
     def _empty(self, n: int, device: torch.device) -> dict[str | int, Tensor]:
         flat: dict[str | int, Tensor] = {k: torch.empty(n, device=device) for k in self.out.probabilities}
@@ -270,6 +296,8 @@ class _Finaliser:
         """Outputs of a chunk of voxels from its blended channels `(P, n, F)`."""
         logits = channels if self.head is None else self.head(channels)  # (P, n, K)
         mean = logits[0] if logits.shape[0] == 1 else logits.mean(0)  # (n, K)
+        self._nan = self._nan + torch.isnan(mean).sum()  # a NaN or inf in any pass reaches the mean
+        self._inf = self._inf + torch.isinf(mean).sum()
         if not self.options.softmax:
             for k in self.out.probabilities:
                 flat[k][at] = mean[:, k]

@@ -125,3 +125,19 @@ def test_label_ids_of_user_segments_in_the_label_map(scene, hippocampus, tmp_pat
     assert [(s.id, s.name) for s in segments] == [(2, "posterior hippocampus"), (3, "new")]
     assert np.array_equal(saved, np.where(labels == 2, 2, 0))
     assert isinstance(segments[0], Label)
+
+
+def test_hostile_card_text_never_reaches_a_path_a_segment_name_or_a_file_header(scene, hippocampus, tmp_path):
+    array, geometry, labels = hippocampus
+    card = ModelCard.from_dict({**hippocampus_card().to_dict(), "name": "../../" + "x" * 250, "labels": [
+        {"id": 0, "name": "background", "color": [0, 0, 0]},
+        {"id": 1, "name": "front\nSegment9_Name:=injected\x1b[2J", "color": [250, 250, 0]},
+        {"id": 2, "name": "back\u202e", "color": [0, 0, 250]}]})
+    _, segmentation = _apply(scene, array, geometry, labels, card, "..")
+    files = save_results(tmp_path / "out", segmentation)
+    assert all(p.parent == tmp_path / "out" and len(p.name) < 140 for p in files.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing written outside the folder
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)]
+    assert names == ["front Segment9_Name:=injected", "back"]
+    _, _, segments = read_segmentation(files["seg.nrrd"])
+    assert [s.name for s in segments] == names  # one segment per label: no field was injected into the header

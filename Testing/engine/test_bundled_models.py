@@ -31,6 +31,17 @@ def test_card_is_complete_and_file_small(name):
     assert all(label.terminology for label in card.foreground_labels), f"{name}: label without terminology"
 
 
+@pytest.mark.parametrize("name", EXPECTED)
+def test_card_terminology_is_the_dicom_master_lists(name):
+    """Each label's codes are those of Resources/Models/terminology.json (what bundle_model.py writes): no two
+    labels of a model share them, so a DICOM SEG tells anterior from posterior hippocampus."""
+    codes = json.loads((resources_dir() / "Models" / "terminology.json").read_text())
+    labels = MODELS[name].card.foreground_labels
+    for label in labels:
+        assert label.terminology == codes[label.name], f"{name} {label.name}: rebuild with scripts/bundle_model.py"
+    assert len({json.dumps(label.terminology, sort_keys=True) for label in labels}) == len(labels)
+
+
 @pytest.mark.parametrize("name", [n for n in sorted(MODELS) if n.startswith("hippocampus")])
 def test_hippocampus_models_segment_the_bundled_sample(name):
     samples = resources_dir() / "Samples"

@@ -3,6 +3,7 @@ files checked with the real Slicer core (slicer-core's vtkMRMLSegmentationStorag
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -11,6 +12,7 @@ import SimpleITK as sitk
 
 from medseg import io
 from medseg.card import Label
+from medseg.catalog import resources_dir
 from medseg.geometry import Geometry
 from medseg.io import (
     check_volume,
@@ -206,7 +208,7 @@ def test_nan_and_inf_voxels_are_counted(tmp_path):
     array = np.zeros((3, 4, 5), np.float32)
     array[0, 0, :2] = np.nan
     array[2, 3, 4] = -np.inf
-    path = tmp_path / "nan.nrrd"  # not NIfTI: ITK's NIfTI reader turns NaN into 0 (inf stays)
+    path = tmp_path / "nan.nrrd"  # NIfTI: test_input_checks.py (ITK's reader hides them; medseg.nifti counts them)
     sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
     with pytest.raises(ValueError, match=r"nan\.nrrd has 2 NaN and 1 infinite voxel\(s\) out of 60"):
         read_image(path)
@@ -322,8 +324,14 @@ def test_segmentation_header_has_slicers_fields_and_formats(tmp_path, shared_dat
     assert [meta[f"Segment{n}_LabelValue"] for n in range(3)] == ["1", "2", "3"]
     assert meta["Segment0_Color"] == "0.0862745 0.772549 0.278431"  # Slicer's own text for (22, 197, 71)
     assert slicers.GetMetaData("Segment4_Color") == meta["Segment0_Color"]  # CTChest's right lung
-    assert meta["Segment0_Tags"] == ("TerminologyEntry:" + slicers.GetMetaData("Segment4_Tags").split(
-        "TerminologyEntry:")[1])  # the same right-lung terminology, character for character
+    # the same right-lung codes as Slicer writes, character for character, in the DICOM master list context (the
+    # CTChest sample names Slicer's General Anatomy list, which also holds the lung)
+    ours_context, _, ours_codes = meta["Segment0_Tags"].partition("~")
+    slicers_context, _, slicers_codes = slicers.GetMetaData("Segment4_Tags").split("TerminologyEntry:")[1].partition(
+        "~")
+    assert ours_codes == slicers_codes
+    assert ours_context == "TerminologyEntry:Segmentation category and type - DICOM master list"
+    assert slicers_context == "Segmentation category and type - 3D Slicer General Anatomy list"
     assert meta["Segment1_Tags"] == ""
     # one layer: every segment carries the layer's extent (i0 i1 j0 j1 k0 k1 of all labels), as Slicer writes
     assert {meta[f"Segment{n}_Extent"] for n in range(3)} == {"1 11 2 9 1 7"}
@@ -364,7 +372,9 @@ def test_slicers_own_segmentation_is_read(shared_data, tmp_path):
     (np.zeros((2, 2, 2), np.float32), SEGMENTS, "integer label map"),
     (np.full((2, 2, 2), 5, np.uint8), SEGMENTS, r"label values \[5\] occur in the label map but have no segment"),
     (np.zeros((2, 2, 2), np.uint8), [Label(1, "a"), Label(1, "b")], "unique"),
-    (np.zeros((2, 2, 2), np.uint8), [Label(1, "a\nb")], "line break"),
+    (np.zeros((2, 2, 2), np.uint8), [Label(1, "a", terminology={  # a name is written cleaned (medseg.text.printable)
+        "category": {"scheme": "SCT", "code": "1", "meaning": "a\nb"}, "type": {"scheme": "SCT", "code": "2",
+                                                                               "meaning": "b"}})], "line break"),
     (np.zeros((2, 2), np.uint8), SEGMENTS, "2D"),
 ])
 def test_bad_segmentations_are_refused_and_nothing_is_written(tmp_path, labels, segments, message):
@@ -452,6 +462,7 @@ def test_slicer_reads_names_colors_terminology_and_exact_masks(slicer_core, tmp_
         if label.terminology:
             entry = slicer.vtkSlicerTerminologyEntry()
             assert terminology.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+            assert entry.GetTerminologyContextName() == "Segmentation category and type - DICOM master list"
             assert entry.GetCategoryObject().GetCodeMeaning() == label.terminology["category"]["meaning"]
             assert entry.GetTypeObject().GetCodeValue() == label.terminology["type"]["code"]
             modifier = label.terminology.get("typeModifier", {}).get("meaning")
@@ -497,3 +508,30 @@ def test_samples_without_shared_data_in_slicer(slicer_core, samples, tmp_path):
     masks = _masks_in_slicer(slicer_core, node, labels.shape, geometry)
     np.testing.assert_array_equal(masks["anterior hippocampus"], labels == 1)
     np.testing.assert_array_equal(masks["posterior hippocampus"], labels == 2)
+
+
+def test_bundled_terminology_tells_the_labels_apart_in_slicer(slicer_core, samples, tmp_path):
+    """Resources/Models/terminology.json (what bundle_model.py puts in the cards) read back by Slicer: the DICOM
+    master list context, and anterior and posterior hippocampus distinct codes (as a DICOM SEG needs)."""
+    slicer = slicer_core[0]
+    codes = json.loads((resources_dir() / "Models" / "terminology.json").read_text())
+    labels, geometry = read_image(samples / "hippocampus_001_label.nii.gz")
+    segments = [Label(1, "anterior hippocampus", (220, 180, 60), codes["anterior hippocampus"]),
+                Label(2, "posterior hippocampus", (60, 140, 220), codes["posterior hippocampus"]),
+                Label(3, "left atrium cavity", (200, 80, 80), codes["left atrium cavity"])]
+    node = _load_in_slicer(slicer_core, write_segmentation(tmp_path / "t.seg.nrrd", labels.astype(np.uint8),
+                                                           geometry, segments))
+    logic, read = slicer.vtkSlicerTerminologiesModuleLogic(), {}
+    for n in range(node.GetSegmentation().GetNumberOfSegments()):
+        segment, entry = node.GetSegmentation().GetNthSegment(n), slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
+        assert entry.GetTerminologyContextName() == "Segmentation category and type - DICOM master list"
+        assert entry.GetRegionContextName() == "Anatomic codes - DICOM master list"
+        read[segment.GetName()] = tuple((o.GetCodingSchemeDesignator(), o.GetCodeValue(), o.GetCodeMeaning()) for o in
+                                        (entry.GetCategoryObject(), entry.GetTypeObject(),
+                                         entry.GetTypeModifierObject()))
+    assert read["anterior hippocampus"][1] == read["posterior hippocampus"][1] == ("SCT", "5366008", "Hippocampus")
+    assert read["anterior hippocampus"][2] == ("SCT", "255549009", "Anterior")
+    assert read["posterior hippocampus"][2] == ("SCT", "255551008", "Posterior")
+    assert read["left atrium cavity"][1] == ("SCT", "82471001", "Left atrium")
+    assert len(set(read.values())) == 3

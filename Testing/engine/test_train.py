@@ -14,6 +14,7 @@ import torch
 
 from medseg.card import Normalization
 from medseg.checkpoint import load_checkpoint, read_card
+from medseg.domain import describe_inputs
 from medseg.inference import Segmenter, SegmentOptions
 from medseg.io import read_image
 from medseg.train import AugmentConfig, TrainConfig, add_train_parser, learning_rate, train
@@ -101,6 +102,10 @@ def test_the_saved_card_is_complete_and_loads(tiny_run):
     assert [label.name for label in card.labels] == ["background", "anterior hippocampus", "posterior hippocampus"]
     assert len({label.color for label in card.labels}) == 3
     assert card.spacing == (1.0, 1.0, 1.0) and card.patch_size == (24, 32, 24)
+    split = json.loads((tiny_run.run / "split.json").read_text())
+    info = read_dataset(json.loads((tiny_run.run / "config.json").read_text())["data"])
+    domain = describe_inputs([info.cases[name][0] for name in split["train"]], ["T1w"])
+    assert card.input_domain == domain and domain["cases"] == 4  # the training cases, as read from disk
     t = card.training
     assert t["dataset"] == "MSD Task04 Hippocampus" and t["license"].startswith("CC-BY-SA")
     assert t["split"] == {"file": "split.json", "train_cases": 4, "validation_cases": 2, "seed": 0,

@@ -123,3 +123,33 @@ def test_the_logic_runs_a_click_on_the_real_core(module, scene, checkpoint, tmp_
     assert again.replaced and again.segmentation_id == applied.segmentation_id
     assert table_rows(table)[0]["voxel_count"] == rows[0]["voxel_count"]
     assert logic.cache.loads == 1
+
+
+def test_a_run_on_an_input_unlike_the_training_data_warns_in_the_status_line(module, scene, checkpoint, tmp_path):
+    import numpy as np
+
+    from medseg.card import ModelCard
+    from medseg.checkpoint import load_checkpoint, save_checkpoint
+    from medseg.domain import describe_inputs
+    from medseg.io import read_image
+    from MedSegLib.panel import done_message, settings_from_parameters
+    from MedSegLib.run import ModelCache
+    from MedSegLib.volumes import volume_from_array
+
+    loaded = load_checkpoint(checkpoint)  # the tiny model, its card now describing the sample as its training data
+    card = ModelCard.from_dict({**loaded.card.to_dict(), "input_domain": describe_inputs([SAMPLE], ["T1w"])})
+    described = str(save_checkpoint(tmp_path / "described.safetensors", loaded.model, card))
+    image, geometry = read_image(SAMPLE)
+    logic = module.MedSegLogic(ModelCache())
+    settings = settings_from_parameters(parameters(modelName=described, device=module.Device.CPU), card)
+    messages = {}
+    for name, array in (("as trained", image), ("three times longer", np.tile(image, (3, 1, 1)))):
+        volume = volume_from_array(scene, array, geometry, name)
+        task = logic.startSegmentation(logic.readInputs([volume], card, None), settings)
+        assert task.wait(60.0)
+        outcome = task.take()
+        assert outcome.state == "done", outcome.message
+        messages[name] = done_message(outcome.seconds, "cpu", outcome.result.warnings)
+    assert messages["as trained"].startswith("Done in ") and "Check the result" not in messages["as trained"]
+    assert "Check the result: the input's size is far outside" in messages["three times longer"]
+    assert "105 mm along S" in messages["three times longer"]

@@ -17,10 +17,13 @@ from MedSegLib.dependencies import REQUIREMENTS, ensure_requirements, install_pl
 from MedSegLib.panel import (
     Device,
     RunSettings,
+    activation_choices,
+    card_tooltip,
     channel_labels,
     describe_card,
     device_summary,
     format_metrics,
+    html_text,
     input_volumes,
     model_choices,
     overlay_label,
@@ -45,6 +48,25 @@ def make_card(architecture="unet", channels=("T1w",), metrics=None) -> ModelCard
                    {"id": 2, "name": "posterior hippocampus", "color": [60, 140, 220]}],
         "patch_size": [32, 32, 32], "training": {"dataset": "MSD Task04 Hippocampus", "license": "CC-BY-SA 4.0"},
         "metrics": metrics or {}})
+
+
+def test_card_text_from_a_hostile_card_is_shown_as_plain_text_without_control_characters():
+    d = make_card().to_dict()
+    d["summary"] = "\x1b[2J<img src='http://x/y.png'>\u202eevil"
+    d["labels"][1]["name"] = "<b>anterior</b>\x1b[31m"
+    d["inputs"][0]["name"] = "T1w\x07<i>"
+    d["training"]["dataset"] = "data\x9b2Jset"
+    d["description"] = "line one\x1b]0;title\x07\nline two"
+    card = ModelCard.from_dict(d)
+    text, tooltip = describe_card(card), card_tooltip(card, "/tmp/m&n.safetensors")
+    for shown in (text, tooltip, *channel_labels(card), *(t for t, _, _ in activation_choices(card))):
+        assert not [c for c in shown if c != "\n" and (ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c == "\u202e")]
+    assert text.splitlines()[0] == "<img src='http://x/y.png'>evil"  # the module's label shows it as plain text
+    assert "Trained on dataset (license" in text and "line one\nline two" in tooltip
+    assert activation_choices(card)[0] == ("<b>anterior</b>", "<b>anterior</b>\x1b[31m", "")
+    html = html_text(tooltip)
+    assert "<img" not in html and "&lt;img src='http://x/y.png'&gt;" in html and "m&amp;n" in html
+    assert html.startswith("<qt>") and "line one<br>line two" in html
 
 
 def test_card_text_shows_summary_training_data_and_metrics():

@@ -3,7 +3,8 @@
 A data set folder holds ``dataset.json``, ``imagesTr/`` and ``labelsTr/`` (Medical Segmentation Decathlon;
 nnU-Net v2's ``CASE_0000.nii.gz`` channel files are accepted too). Every case is read once, normalised
 per its :class:`~medseg.card.Normalization` to float32 ``(C, Z, Y, X)`` and kept with its uint8 label map
-``(Z, Y, X)``; arrays are in SimpleITK's ``[k, j, i]`` order, spacings in (x, y, z) mm.
+``(Z, Y, X)``; arrays are in SimpleITK's ``[k, j, i]`` order, spacings in (x, y, z) mm. Every case is brought to
+one voxel orientation (:func:`dataset_orientation`, recorded in the card) by axis permutation and flips only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,14 @@ import SimpleITK as sitk
 import torch
 
 from ..card import Normalization
+from ..geometry import Geometry
+from ..orientation import orientation_code, reorientation
 from ..preprocess import normalize_channel, resample, shape_at_spacing
 
 __all__ = [
     "Case",
     "DatasetInfo",
+    "dataset_orientation",
     "fit_normalization",
     "load_cases",
     "make_split",
@@ -180,17 +185,43 @@ def read_dataset(root: str | Path) -> DatasetInfo:
                        str(meta.get("source", meta.get("reference", "unknown"))), cases)
 
 
-def _read(files: tuple[Path, ...]) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Image files -> float32 ``(C, Z, Y, X)`` and the spacing (x, y, z) of the first file."""
-    arrays, spacing = [], None
+def _geometry(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """The 3D geometry of an image or a header (the first three axes of a 4D one)."""
+    n = image.GetDimension()
+    direction = np.reshape(image.GetDirection(), (n, n))[:3, :3]
+    return Geometry(tuple(image.GetSpacing()[:3]), tuple(image.GetOrigin()[:3]), tuple(map(tuple, direction)))
+
+
+def _read(files: tuple[Path, ...]) -> tuple[np.ndarray, Geometry]:
+    """Image files -> float32 ``(C, Z, Y, X)`` and the geometry of the first file."""
+    arrays, geometry = [], None
     for path in files:
         img = sitk.ReadImage(str(path))
         a = sitk.GetArrayFromImage(img).astype(np.float32)
         if img.GetNumberOfComponentsPerPixel() > 1:
             a = np.moveaxis(a, -1, 0)
         arrays.extend(a if a.ndim == 4 else a[None])
-        spacing = spacing or tuple(float(s) for s in img.GetSpacing()[:3])
-    return np.stack(arrays), spacing
+        geometry = geometry or _geometry(img)
+    return np.stack(arrays), geometry
+
+
+def dataset_orientation(info: DatasetInfo, names: list[str] | None = None) -> str:
+    """The voxel orientation most of the cases are stored in (ties: the earliest case's), from the headers only.
+
+    Training brings every case to it (:func:`read_raw`) and the card records it, so that inference turns any
+    input into the orientation the network learnt.
+    """
+    codes: Counter[str] = Counter()
+    for name in names if names is not None else list(info.cases):
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(info.cases[name][0][0]))
+        reader.ReadImageInformation()
+        codes[orientation_code(_geometry(reader).direction)] += 1
+    code, count = codes.most_common(1)[0]
+    if len(codes) > 1:
+        log.info("cases are stored in %d voxel orientations %s; all are permuted and flipped to %s (%d of %d cases)",
+                 len(codes), dict(codes), code, count, sum(codes.values()))
+    return code
 
 
 def normalize(image: np.ndarray, norm: Normalization) -> np.ndarray:
@@ -230,15 +261,23 @@ def _read_label(path: Path, shape: tuple[int, ...], labels: dict[int, str]) -> n
 RawCase = tuple[np.ndarray, np.ndarray, tuple[float, float, float]]
 
 
-def read_raw(info: DatasetInfo, names: list[str]) -> list[RawCase]:
-    """(image float32 (C, Z, Y, X), label uint8 (Z, Y, X), spacing) of each named case, checked."""
+def read_raw(info: DatasetInfo, names: list[str], orientation: str | None = None) -> list[RawCase]:
+    """(image float32 (C, Z, Y, X), label uint8 (Z, Y, X), spacing) of each named case, checked.
+
+    With `orientation` (a code such as ``"RAS"``), each case is permuted and flipped into it (no interpolation);
+    its spacing is then the reoriented one. The label map is taken to lie on its image's grid.
+    """
     out = []
     for name in names:
         files, label_path = info.cases[name]
-        image, spacing = _read(files)
+        image, geometry = _read(files)
         if image.shape[0] != len(info.channels):
             raise ValueError(f"{files[0]}: {image.shape[0]} channel(s) but dataset.json lists {len(info.channels)}")
-        out.append((image, _read_label(label_path, image.shape[1:], info.labels), spacing))
+        label = _read_label(label_path, image.shape[1:], info.labels)
+        if orientation is not None:
+            to = reorientation(geometry, image.shape[1:], orientation)
+            image, label, geometry = to.apply(image), to.apply(label), to.geometry
+        out.append((image, label, geometry.spacing))
     return out
 
 

@@ -24,12 +24,14 @@ from safetensors.torch import load_file
 from .. import __version__
 from ..card import Normalization
 from ..checkpoint import save_checkpoint
+from ..domain import describe_inputs
 from ..models import ARCHITECTURES, SegmentationNetwork, build_model
 from .augment import PatchSampler
 from .config import TrainConfig
 from .data import (
     Case,
     DatasetInfo,
+    dataset_orientation,
     fit_normalization,
     load_cases,
     make_split,
@@ -98,6 +100,8 @@ class _Run:
     state: TrainState
     steps: int
     val_seconds: float = 0.0
+    orientation: str | None = None  # the voxel orientation every case was brought to
+    input_domain: dict[str, Any] | None = None  # the training inputs' sizes and intensities (medseg.domain)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -170,9 +174,12 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def _cache(config: TrainConfig, info: DatasetInfo, split: dict[str, list[str]]):
-    """Read every case once; fit the normalisations on the training cases; cache both splits."""
+    """Read every case once (in the data set's orientation); fit the normalisations on the training cases; cache
+    both splits."""
     started = time.perf_counter()
-    raw_train, raw_val = read_raw(info, split["train"]), read_raw(info, split["validation"])
+    orientation = dataset_orientation(info)
+    raw_train = read_raw(info, split["train"], orientation)
+    raw_val = read_raw(info, split["validation"], orientation)
     if config.spacing is not None:
         raw_train = [resample_raw(case, config.spacing) for case in raw_train]
         raw_val = [resample_raw(case, config.spacing) for case in raw_val]
@@ -189,7 +196,7 @@ def _cache(config: TrainConfig, info: DatasetInfo, split: dict[str, list[str]]):
     spacing = tuple(float(s) for s in spacings.median(dim=0).values)
     log.info("cached %d training and %d validation cases in %.1f s", len(train_cases), len(val_cases),
              time.perf_counter() - started)
-    return norms, spacing, train_cases, val_cases
+    return norms, spacing, train_cases, val_cases, orientation
 
 
 def _setup(config: TrainConfig) -> _Run:
@@ -197,7 +204,8 @@ def _setup(config: TrainConfig) -> _Run:
     info = read_dataset(config.data)
     _prepare_folder(config)
     split = _split(config, info)
-    norms, spacing, train_cases, val_cases = _cache(config, info, split)
+    norms, spacing, train_cases, val_cases, orientation = _cache(config, info, split)
+    domain = describe_inputs([info.cases[name][0] for name in split["train"]], [name for name, _ in info.channels])
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model = _network(config, info).to(device)
@@ -214,7 +222,7 @@ def _setup(config: TrainConfig) -> _Run:
                  state.best_dice, state.best_epoch)
     state.sessions.append({"start_epoch": state.epoch + 1, "epochs_planned": config.epochs})
     return _Run(config, info, split, norms, spacing, train_cases, val_cases, model, optimizer, sampler, generator,
-                make_loss(config.loss), device, state, steps)
+                make_loss(config.loss), device, state, steps, orientation=orientation, input_domain=domain)
 
 
 def _deep_supervised(run: _Run) -> bool:
@@ -302,7 +310,8 @@ def _metrics(values: dict[str, Any], epoch: int, run: _Run) -> dict[str, Any]:
 
 
 def _save(run: _Run, name: str, epoch: int, metrics: dict[str, Any]) -> Path:
-    card = build_card(run.config, run.info, run.model, run.norms, run.spacing, _training_record(run, epoch), metrics)
+    card = build_card(run.config, run.info, run.model, run.norms, run.spacing, _training_record(run, epoch), metrics,
+                      orientation=run.orientation, input_domain=run.input_domain)
     return save_checkpoint(run.config.out / name, run.model, card)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..card import InputChannel, Label, ModelCard, Normalization
+from ..card import InputChannel, Label, ModelCard, Normalization, finite_or_null
 from ..models import SegmentationNetwork
 from .config import TrainConfig
 from .data import DatasetInfo
@@ -128,8 +128,10 @@ def plot_curves(path: Path, history: list[dict[str, Any]], label_names: list[str
 
 
 def build_card(config: TrainConfig, info: DatasetInfo, model: SegmentationNetwork, norms: list[Normalization],
-               spacing: tuple[float, float, float], training: dict[str, Any], metrics: dict[str, Any]) -> ModelCard:
-    """The complete model card of a trained (or training) network."""
+               spacing: tuple[float, float, float], training: dict[str, Any], metrics: dict[str, Any],
+               orientation: str | None = None, input_domain: dict[str, Any] | None = None) -> ModelCard:
+    """The complete model card of a trained (or training) network; `orientation` is the training arrays' code,
+    `input_domain` what the training inputs looked like (``medseg.domain.describe_inputs``)."""
     names = [info.labels[c] for c in sorted(info.labels) if c != 0]
     labels = [Label(0, info.labels[0], (0, 0, 0))]
     labels += [Label(c, info.labels[c], PALETTE[(c - 1) % len(PALETTE)]) for c in sorted(info.labels) if c != 0]
@@ -138,6 +140,8 @@ def build_card(config: TrainConfig, info: DatasetInfo, model: SegmentationNetwor
                                  f"{info.channels[0][1]} ({info.name})")
     return ModelCard(
         name=config.name, summary=summary, architecture=config.arch, architecture_args=model.config,
-        inputs=tuple(inputs), labels=tuple(labels), patch_size=tuple(config.patch), training=training,
-        spacing=spacing, metrics=metrics, description=config.description, engine_version=__version__,
+        inputs=tuple(inputs), labels=tuple(labels), patch_size=tuple(config.patch),
+        training=finite_or_null(training),
+        spacing=spacing, orientation=orientation, input_domain=input_domain, metrics=finite_or_null(metrics),
+        description=config.description, engine_version=__version__,
     )
