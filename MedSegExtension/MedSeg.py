@@ -39,6 +39,7 @@ from MedSegLib.panel import (
     model_choices,
     overlay_label,
     resource_path,
+    review_item_text,
     saved_paths,
     settings_from_parameters,
     warnings_text,
@@ -132,6 +133,7 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._shown = (None, None)  # (model key, segmentation node ID) the panel shows
         self._noModel = ""  # why the model list is empty
         self._applying = False
+        self._review = (None, ())  # (segmentation node ID, medseg.review.ReviewRegion list) of the last run
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -160,6 +162,8 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.activationClassComboBox.connect("currentIndexChanged(int)", self._onActivationPicked)
         self.ui.overlayComboBox.connect("currentIndexChanged(int)", self._onOverlayPicked)
         self.ui.opacitySlider.connect("valueChanged(double)", self.logic.setOverlayOpacity)
+        self.ui.reviewListWidget.connect("currentRowChanged(int)", self._onReviewPicked)
+        self.ui.reviewNextButton.clicked.connect(self.onReviewNext)
         self.refreshModels()
         self.initializeParameterNode()
 
@@ -429,6 +433,8 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p.outputTable = slicer.mrmlScene.GetNodeByID(applied.table_id)
         p.outputSegmentation = slicer.mrmlScene.GetNodeByID(applied.segmentation_id)
         self._listOverlays(applied.shown_overlay)
+        review = outcome.result.review
+        self._listReview(applied.segmentation_id, review.regions if review is not None else ())
         warnings = outcome.result.warnings
         self.ui.statusLabel.text = done_message(outcome.seconds, outcome.result.info.get("device", settings.device),
                                                 warnings)
@@ -446,6 +452,8 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showResult(self, segmentation) -> None:
         """The segment editor, the edit observations, the table and the overlay list follow the result shown."""
         self._shown = (self._shown[0], _nodeId(segmentation))
+        if self._review[0] != _nodeId(segmentation):  # the list belongs to the run that made it
+            self._listReview(None, ())
         self.removeObservers(self._onSegmentationEdited)
         editor = self.ui.segmentEditorWidget
         editor.setSegmentationNode(segmentation)
@@ -457,6 +465,26 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if table is not None and _nodeId(self._parameterNode.outputTable) != table.GetID():
                 self._parameterNode.outputTable = table
         self._listOverlays()
+
+    def _listReview(self, segmentationId, regions) -> None:
+        self._review = (segmentationId, tuple(regions))
+        self.ui.reviewListWidget.clear()
+        for region in regions:
+            self.ui.reviewListWidget.addItem(review_item_text(region))
+        self.ui.reviewNextButton.enabled = bool(regions)
+
+    def _onReviewPicked(self, row: int) -> None:
+        regions = self._review[1]
+        if 0 <= row < len(regions):
+            self.logic.jumpTo(regions[row].centroid_ras)
+
+    def onReviewNext(self) -> None:
+        regions = self._review[1]
+        row = self.ui.reviewListWidget.currentRow
+        ids = [region.id for region in regions]
+        following = self.logic.nextRegion(ids, ids[row] if 0 <= row < len(ids) else None)
+        if following is not None:
+            self.ui.reviewListWidget.setCurrentRow(ids.index(following))  # jumps through currentRowChanged
 
     def _onSegmentationEdited(self, caller=None, event=None) -> None:
         if not self._applying:
@@ -583,6 +611,17 @@ class MedSegLogic(ScriptedLoadableModuleLogic):
         from MedSegLib.display import set_overlay_opacity
 
         set_overlay_opacity(slicer.mrmlScene, opacity)
+
+    def jumpTo(self, rasPoint):
+        """Centre the slice views on a point (a review region's ``centroid_ras``)."""
+        from MedSegLib.review import jump_to
+
+        return jump_to(slicer.mrmlScene, rasPoint)
+
+    def nextRegion(self, regionIds, current):
+        from MedSegLib.review import next_region
+
+        return next_region(regionIds, current)
 
     def editEvents(self):
         """Segmentation node events after which the volume table is measured again."""

@@ -1,4 +1,5 @@
-"""Save a result to a folder: the segmentation (``.seg.nrrd``), a NIfTI label map and the volume table (CSV).
+"""Save a result to a folder: the segmentation (``.seg.nrrd``), a NIfTI label map, the volume table (CSV) and the
+AI's original label map (``<name>_ai.nii.gz``, what the model produced before any edit).
 
 All or nothing: every file is first written under a hidden temporary name in the target folder, and only when all
 of them are complete are they renamed into place (a rename within one folder is atomic). On any error the temporary
@@ -27,6 +28,7 @@ import vtk
 from medseg.geometry import Geometry
 from medseg.io import write_image, write_segmentation
 
+from .corrections import ai_labels
 from .segmentation import TABLE_ROLE, labelmap_from_segmentation, layers, segment_labels, source_volume
 from .tables import csv_text, table_rows
 from .volumes import matrix_from_vtk
@@ -35,7 +37,7 @@ __all__ = ["FORMATS", "save_results"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("seg.nrrd", "nii.gz", "csv")
+FORMATS = ("seg.nrrd", "nii.gz", "csv", "ai.nii.gz")
 
 
 def _safe_name(name: str) -> str:
@@ -73,7 +75,8 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
         volume_node: the grid to write on (None: the segmentation's source volume).
         table_node: the volume table for the CSV (None: the segmentation's table; skipped if it has none).
         base_name: file name without extension (None: the segmentation node's name).
-        formats: any of ``seg.nrrd``, ``nii.gz``, ``csv``.
+        formats: any of ``seg.nrrd``, ``nii.gz``, ``csv``, ``ai.nii.gz`` (the AI's original label map, kept with the
+            result (:mod:`MedSegLib.corrections`), as ``<name>_ai.nii.gz``; skipped for a result without one).
         overwrite: replace existing files of the same names (else FileExistsError before anything is written).
 
     Returns:
@@ -84,11 +87,14 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
         raise ValueError(f"unknown export format(s) {unknown}; use {', '.join(FORMATS)}")
     folder = Path(folder)
     name = _safe_name(base_name or segmentation_node.GetName())
-    targets = {fmt: folder / f"{name}.{fmt}" for fmt in formats}
+    targets = {fmt: folder / (f"{name}_ai.nii.gz" if fmt == "ai.nii.gz" else f"{name}.{fmt}") for fmt in formats}
     table_node = table_node or segmentation_node.GetNodeReference(TABLE_ROLE)
     if "csv" in targets and table_node is None:
         log.warning("segmentation %s has no volume table: no CSV written", segmentation_node.GetName())
         targets.pop("csv")
+    ai = ai_labels(segmentation_node, volume_node) if "ai.nii.gz" in targets else None
+    if ai is None:
+        targets.pop("ai.nii.gz", None)
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pick another folder or name, or allow "
@@ -108,6 +114,8 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
             _write_seg_nrrd(path, segmentation_node, labels, geometry)
         elif fmt == "nii.gz":
             write_image(path, labels, geometry)
+        elif fmt == "ai.nii.gz":
+            write_image(path, ai, geometry)
         else:
             path.write_text(csv_text(table_rows(table_node)), encoding="utf-8")
 

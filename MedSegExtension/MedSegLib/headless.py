@@ -3,7 +3,8 @@
 What Slicer does at start-up and a script on the Slicer core (``pip install slicer-core``) must do by hand:
 register the segmentation converter rules (once, before the first segmentation node), load the built-in
 color tables (``vtkSlicerColorLogic``), create the subject hierarchy, and have three slice views (their
-``vtkMRMLSliceCompositeNode``). ``slicer.mrmlScene`` is pointed at the scene because ``slicer.util`` reads it.
+``vtkMRMLSliceNode`` in the axial, sagittal and coronal orientation presets, and ``vtkMRMLSliceCompositeNode``).
+``slicer.mrmlScene`` is pointed at the scene because ``slicer.util`` reads it.
 Inside the application none of this is needed: the module never imports this file.
 """
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 __all__ = ["application_scene", "register_converter_rules"]
 
 SLICE_VIEWS = ("Red", "Yellow", "Green")
+SLICE_ORIENTATIONS = ("Axial", "Sagittal", "Coronal")
 
 
 def register_converter_rules() -> None:
@@ -27,6 +29,17 @@ def register_converter_rules() -> None:
                  slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
         if rule.__name__ not in registered:
             factory.RegisterConverterRule(rule())
+
+
+def _slice_node(scene, view: str, orientation: str):
+    """A slice view's node as the layout manager makes it: named after its view, in its default orientation."""
+    node = scene.CreateNodeByClass("vtkMRMLSliceNode")  # from the scene's default node: the orientation presets
+    node.UnRegister(None)  # the caller's scene.AddNode holds it
+    node.SetName(view)
+    node.SetLayoutName(view)
+    node.SetDefaultOrientation(orientation)
+    node.SetOrientation(orientation)
+    return node
 
 
 @contextmanager
@@ -45,10 +58,12 @@ def application_scene() -> Iterator[object]:
     colors = slicer.vtkSlicerColorLogic()
     colors.SetMRMLScene(scene)
     slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    for view in SLICE_VIEWS:
+    slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+    for view, orientation in zip(SLICE_VIEWS, SLICE_ORIENTATIONS, strict=True):
         composite = slicer.vtkMRMLSliceCompositeNode()
         composite.SetLayoutName(view)
         scene.AddNode(composite)
+        scene.AddNode(_slice_node(scene, view, orientation))
     try:
         yield scene
     finally:

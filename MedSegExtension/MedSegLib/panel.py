@@ -35,12 +35,14 @@ __all__ = [
     "channel_labels",
     "describe_card",
     "device_summary",
+    "format_calibration",
     "format_metrics",
     "html_text",
     "input_volumes",
     "model_choices",
     "overlay_label",
     "resource_path",
+    "review_item_text",
     "saved_paths",
     "settings_from_parameters",
 ]
@@ -156,8 +158,27 @@ def describe_card(card: ModelCard) -> str:
     lines = [card.summary,
              f"{card.architecture}, {card.spatial_dims}D; input: {inputs}; labels: {labels}",
              f"Trained on {training.get('dataset', 'an unnamed data set')} (license: {training.get('license', '?')})",
-             f"Validation: {format_metrics(card.metrics)}"]
+             f"Validation: {format_metrics(card.metrics)}", format_calibration(card.calibration)]
     return "\n".join(printable(line) for line in lines)
+
+
+def format_calibration(calibration: dict[str, Any] | None) -> str:
+    """The card's calibration in one line: temperature and ECE, and the 90 % volume interval's coverage."""
+    if not calibration:
+        return "Calibration: none (probabilities uncalibrated; volumes with a TTA range, not an interval)"
+    parts = []
+    if "temperature" in calibration:
+        ece = (f", ECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+               if isinstance(calibration.get("ece_before"), float) and isinstance(calibration.get("ece_after"), float)
+               else "")
+        parts.append(f"temperature {calibration['temperature']:.3g}{ece}")
+    interval = calibration.get("volume_interval")
+    if interval:
+        coverage = [v.get("coverage_loo") for v in interval["per_label"].values()]
+        known = [c for c in coverage if isinstance(c, float)]
+        parts.append(f"volumes with a {interval['level'] * 100:g} % interval"
+                     + (f" (validation coverage {min(known):.2f}-{max(known):.2f})" if known else ""))
+    return "Calibration: " + "; ".join(parts)
 
 
 def done_message(seconds: float, device: str, warnings: Sequence[str] = ()) -> str:
@@ -243,7 +264,7 @@ class RunSettings:
     largest_component: bool = False
     fill_holes: bool = False
     min_island_ml: float = 0.0
-    uncertainty: bool = True
+    uncertainty: bool = True  # also the review list (it ranks the regions of high entropy: no extra pass)
     probabilities: bool = False
     activation_class: str = ""  # "": no Grad-CAM
     replace: bool = True
@@ -258,7 +279,7 @@ class RunSettings:
             overlap=self.overlap, tta=self.tta, probabilities=self.probabilities, uncertainty=self.uncertainty,
             activation_classes=(self.activation_class,) if self.activation_class else (),
             postprocess=PostprocessOptions(self.largest_component, self.fill_holes, self.min_island_ml),
-            prune_level=self.prune_level, accurate=self.accurate)
+            prune_level=self.prune_level, accurate=self.accurate, review=self.uncertainty)
 
     def apply_options(self) -> ApplyOptions:
         """How the bridge puts the result in the scene (Grad-CAM shown first, else uncertainty)."""
@@ -288,6 +309,12 @@ def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
         probabilities=bool(parameters.probabilities),
         activation_class=parameters.activationClass if parameters.activationClass in names else "",
         replace=bool(parameters.replacePrevious), overlay_opacity=float(parameters.overlayOpacity))
+
+
+def review_item_text(region: Any) -> str:
+    """The review list's line for a ``medseg.review.ReviewRegion``: number, segment, size and mean uncertainty."""
+    return printable(f"{region.id}. {region.label_name}: {region.volume_ml * 1000:.0f} mm3, "
+                     f"uncertainty {region.mean_uncertainty:.2f}")
 
 
 def overlay_label(kind: str) -> str:

@@ -38,6 +38,7 @@ from medseg.geometry import Geometry
 from medseg.text import printable
 
 from .backup import NodeBackup
+from .corrections import AI_MASK_ROLE, store_ai_mask
 from .display import heat_color_node, show_overlay, style_overlay
 from .segmentation import (
     MODEL_ATTRIBUTE,
@@ -51,7 +52,7 @@ from .segmentation import (
     place_in_hierarchy,
     set_segments,
 )
-from .tables import add_table_node, fill_table, measurement_rows
+from .tables import add_table_node, fill_table, result_rows
 from .volumes import arrays_from_volumes, roi_to_ijk_box, update_volume_from_array, volume_from_array
 
 if TYPE_CHECKING:
@@ -352,7 +353,8 @@ def _backup(scene, previous, views: bool) -> NodeBackup:
     """Copies of what `apply` may change in place: an earlier result's nodes and, if shown, the slice views."""
     nodes = []
     if previous is not None:
-        nodes += [previous, previous.GetNodeReference(TABLE_ROLE), *overlay_nodes(previous).values()]
+        nodes += [previous, previous.GetNodeReference(TABLE_ROLE), previous.GetNodeReference(AI_MASK_ROLE),
+                  *overlay_nodes(previous).values()]
     if views:
         nodes += [scene.GetNthNodeByClass(n, "vtkMRMLSliceCompositeNode")
                   for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
@@ -364,7 +366,8 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
 
     New nodes go in the subject hierarchy beside the input volume (under its study), named
     ``"<volume> <model>"`` and ``"<volume> <model> <overlay>"``; the segmentation references its source volume,
-    table and overlays (``MedSeg.*`` reference roles) so that later runs, the table refresh and Save find them.
+    table and overlays (``MedSeg.*`` reference roles) so that later runs, the table refresh and Save find them,
+    and the AI's own label map, kept hidden to measure the user's edits against (:mod:`MedSegLib.corrections`).
 
     Raises:
         ValueError: the input volume was removed or changed during the run, or options that do not fit the result;
@@ -377,7 +380,7 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
     segments = build_segments(result.labels, card.labels, volume, result.measurements)
     overlays = _overlays(result, options)
     shown = _shown(overlays, options.show_overlay)
-    rows = measurement_rows(result.measurements)
+    rows = result_rows(result.measurements)
     previous = find_result(scene, volume, card.name) if options.replace else None
     backup = _backup(scene, previous, shown is not None)
     existing = set(_node_ids(scene))
@@ -391,6 +394,7 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
         set_segments(segmentation, segments, volume)
         segmentation.SetAttribute(MODEL_ATTRIBUTE, card.name)
         segmentation.SetNodeReferenceID(SOURCE_VOLUME_ROLE, volume.GetID())
+        ai_mask = store_ai_mask(scene, segmentation, result.labels, volume, f"{base} AI mask", added)
         table = segmentation.GetNodeReference(TABLE_ROLE)
         if table is None:
             table = add_table_node(scene, rows, f"{base} volumes")
@@ -400,7 +404,8 @@ def apply(scene, inputs: RunInputs, result: SegmentationResult, options: ApplyOp
             fill_table(table, rows)
         overlay_nodes, stale = _apply_overlays(scene, segmentation, volume, base, overlays, added)
         for node_id in added:
-            place_in_hierarchy(scene, scene.GetNodeByID(node_id), volume)
+            if node_id != ai_mask.GetID():  # kept out of the user's way
+                place_in_hierarchy(scene, scene.GetNodeByID(node_id), volume)
         if shown is not None:
             show_overlay(scene, overlay_nodes[shown], options.overlay_opacity, background_node=volume)
     except BaseException:

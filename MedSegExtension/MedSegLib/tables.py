@@ -7,7 +7,11 @@ the node and empty cells in the CSV.
 
 After the user edits the segmentation (Segment Editor), :func:`recompute_table` exports each labelmap layer on the
 input volume's grid and measures it again with ``medseg.measure.measure_labels``; the model's soft volume and TTA
-interval, which describe the prediction rather than the edited segment, are kept from the segments' tags.
+interval, which describe the prediction rather than the edited segment, are kept from the segments' tags. The edit
+columns (:data:`EDIT_COLUMNS`) compare each segment with the AI's original mask kept with the result
+(:mod:`MedSegLib.corrections`): AI and corrected volume, Dice and HD95 between them, mL added and removed, and
+whether it was edited; the table node's ``MedSeg.Edited`` attribute says whether the result as a whole was ("1"),
+was not ("0"), or cannot tell (""; a result without an AI mask).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import vtk
 
+from medseg.edits import EditStats
 from medseg.measure import LabelMeasurement, measure_labels, measurements_table
 
+from .corrections import EDITED_ATTRIBUTE, edit_stats, result_edited
 from .segmentation import (
     TABLE_ROLE,
     labelmap_from_segmentation,
@@ -39,12 +45,15 @@ from .volumes import array_from_volume
 
 __all__ = [
     "COLUMNS",
+    "EDIT_COLUMNS",
     "Column",
     "add_table_node",
+    "edit_values",
     "fill_table",
     "measure_segmentation",
     "measurement_rows",
     "recompute_table",
+    "result_rows",
     "table_rows",
     "write_csv",
 ]
@@ -59,6 +68,16 @@ class Column:
     description: str
 
 
+EDIT_COLUMNS = (  # the AI's mask against the segment now (MedSegLib.corrections), after a re-measure
+    Column("ai_volume_ml", "AI volume", "mL", "double", "volume of the model's own segment, before any edit"),
+    Column("corrected_volume_ml", "Corrected volume", "mL", "double", "volume of the segment as it is now"),
+    Column("edit_dice", "Dice AI/corrected", "", "double", "Dice between the model's segment and the segment now"),
+    Column("edit_hd95_mm", "HD95 AI/corrected", "mm", "double",
+           "95th percentile Hausdorff distance between the model's segment and the segment now (MONAI's)"),
+    Column("added_ml", "Added", "mL", "double", "volume the user added to the model's segment"),
+    Column("removed_ml", "Removed", "mL", "double", "volume the user removed from the model's segment"),
+    Column("edited", "Edited", "", "string", "yes when the segment differs from the model's, else no"),
+)
 COLUMNS = (
     Column("name", "Segment", "", "string", "segment name"),
     Column("label_id", "Label", "", "int", "label value in the label map and the NIfTI export"),
@@ -66,22 +85,43 @@ COLUMNS = (
     Column("volume_ml", "Volume", "mL", "double", "voxel count x voxel volume"),
     Column("soft_volume_ml", "Soft volume", "mL", "double",
            "sum of the model's class probability x voxel volume over the whole image"),
-    Column("volume_interval_lo_ml", "TTA volume low", "mL", "double",
-           "smallest volume over the test-time-augmentation passes"),
-    Column("volume_interval_hi_ml", "TTA volume high", "mL", "double",
-           "largest volume over the test-time-augmentation passes"),
+    Column("volume_interval_lo_ml", "Volume low (90 % interval)", "mL", "double",
+           "low end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
+           "for a model without that calibration, the smallest volume over the TTA passes: a range, not an interval)"),
+    Column("volume_interval_hi_ml", "Volume high (90 % interval)", "mL", "double",
+           "high end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
+           "for a model without that calibration, the largest volume over the TTA passes: a range, not an interval)"),
     Column("surface_area_mm2", "Surface area", "mm2", "double", "surface area (Crofton estimate)"),
     Column("largest_diameter_mm", "Largest diameter", "mm", "double",
            "largest distance between two voxel centres of the segment"),
     Column("intensity_mean", "Mean intensity", "", "double", "mean of the input volume inside the segment"),
     Column("intensity_std", "Intensity std", "", "double", "standard deviation of the input inside the segment"),
+    *EDIT_COLUMNS,
 )
 _ARRAYS = {"string": vtk.vtkStringArray, "int": vtk.vtkIntArray, "double": vtk.vtkDoubleArray}
 
 
 def measurement_rows(measurements: Sequence[LabelMeasurement]) -> list[dict]:
     """Engine measurements -> table rows (dicts keyed by :data:`COLUMNS`' keys; None where absent)."""
-    return [{c.key: row[c.key] for c in COLUMNS} for row in measurements_table(measurements)]
+    return [{c.key: row.get(c.key) for c in COLUMNS} for row in measurements_table(measurements)]
+
+
+def edit_values(stats: EditStats | None) -> dict:
+    """The edit columns of one row from ``medseg.edits.compare_masks`` (all None without an AI mask)."""
+    if stats is None:
+        return {c.key: None for c in EDIT_COLUMNS}
+    return {"ai_volume_ml": stats.ai_volume_ml, "corrected_volume_ml": stats.corrected_volume_ml,
+            "edit_dice": stats.dice, "edit_hd95_mm": stats.hd95_mm, "added_ml": stats.added_ml,
+            "removed_ml": stats.removed_ml, "edited": "yes" if stats.edited else "no"}
+
+
+def result_rows(measurements: Sequence[LabelMeasurement]) -> list[dict]:
+    """Rows of a result as the model made it: the AI and corrected volumes are its volume, nothing edited."""
+    rows = measurement_rows(measurements)
+    for row, m in zip(rows, measurements, strict=True):
+        row.update(ai_volume_ml=m.volume_ml, corrected_volume_ml=m.volume_ml, edit_dice=1.0,
+                   edit_hd95_mm=0.0 if m.voxel_count else None, added_ml=0.0, removed_ml=0.0, edited="no")
+    return rows
 
 
 def fill_table(table_node, rows: Sequence[dict]) -> None:
@@ -174,7 +214,13 @@ def recompute_table(segmentation_node, table_node=None, volume_node=None):
     table_node = table_node or segmentation_node.GetNodeReference(TABLE_ROLE)
     if table_node is None:
         raise ValueError(f"segmentation {segmentation_node.GetName()!r} has no volume table; pass a table node")
-    fill_table(table_node, measurement_rows(measure_segmentation(segmentation_node, volume_node)))
+    rows = measurement_rows(measure_segmentation(segmentation_node, volume_node))
+    stats = edit_stats(segmentation_node, volume_node)
+    for row, (sid, _) in zip(rows, segment_labels(segmentation_node), strict=True):
+        row.update(edit_values(None if stats is None else stats.get(sid)))
+    fill_table(table_node, rows)
+    table_node.SetAttribute(EDITED_ATTRIBUTE, "" if stats is None else
+                            "1" if result_edited(segmentation_node, stats) else "0")
     return table_node
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import __version__
+from .calibration import calibration_problems
 from .domain import input_domain_problems
 from .orientation import orientation_problem
 
@@ -321,6 +322,8 @@ class ModelCard:
         input_domain: optional; what the training inputs looked like (patient-axis size and spacing ranges,
             per-channel 1st/99th intensity percentile ranges), measured by ``medseg.domain.describe_inputs``;
             inputs far outside it get a warning (``medseg.domain.domain_warnings``). None: no such check.
+        calibration: optional; the temperature inference divides the logits by and the conformal volume
+            interval, fitted on the validation cases by ``scripts/calibrate.py`` (``medseg.calibration``).
         training: at least ``dataset`` and ``license``; also split, epochs, time, hardware when trained here.
         metrics: validation metrics (for example ``{"dice": {"anterior": 0.88}}``).
     """
@@ -337,6 +340,7 @@ class ModelCard:
     slice_axis: int = 0
     orientation: str | None = None
     input_domain: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     engine_version: str = __version__
@@ -411,13 +415,17 @@ class ModelCard:
         if d.get("input_domain") is not None and all(inputs):  # see medseg.domain
             for where, problem in input_domain_problems(d["input_domain"], [c.name for c in inputs]):
                 errors.add(where, problem)
+        if d.get("calibration") is not None and all(labels):  # see medseg.calibration
+            names = [label.name for label in labels if label.id != 0]
+            for where, problem in calibration_problems(d["calibration"], names):
+                errors.add(where, problem)
         errors.raise_if_any(source)
         card = cls(
             name=d["name"], summary=d["summary"], architecture=d["architecture"], architecture_args=dict(args),
             inputs=tuple(inputs), labels=tuple(labels), patch_size=tuple(patch), training=dict(training),
             spacing=tuple(float(s) for s in spacing) if spacing is not None else None,
             slice_axis=d.get("slice_axis", 0), orientation=d.get("orientation"), metrics=dict(d.get("metrics", {})),
-            input_domain=d.get("input_domain"),
+            input_domain=d.get("input_domain"), calibration=d.get("calibration"),
             description=d.get("description", ""), engine_version=d.get("engine_version", "unknown"),
             format_version=fv,
         )

@@ -14,7 +14,9 @@ from .card import ModelCard
 from .catalog import bundled_models, resolve_checkpoint
 from .checkpoint import import_state_dict, parameter_count, read_card
 from .cli_evaluate import add_evaluate_parser
+from .cli_export import add_export_parser
 from .cli_segment import add_segment_parser
+from .cli_send import add_send_parser
 from .models import ARCHITECTURES
 from .outputs import OutputError
 from .text import printable
@@ -62,6 +64,7 @@ def _describe(card: ModelCard, params: int) -> str:
              f"  spacing (mm, x y z): {card.spacing or 'input spacing'}; patch size: {card.patch_size}; "
              f"orientation: {card.orientation or 'not recorded (volumes fed as stored)'}",
              f"  training: {json.dumps(card.training)}", f"  metrics: {json.dumps(card.metrics)}",
+             f"  calibration: {json.dumps(card.calibration) if card.calibration else 'none'}",
              f"  engine version {card.engine_version}, card format {card.format_version}"]
     return "\n".join(printable(line) for line in lines)  # card text: no escape sequences reach the terminal
 
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
     add_segment_parser(sub)
     add_evaluate_parser(sub)
+    add_export_parser(sub)
     add_train_parser(sub)
+    add_send_parser(sub)
     return parser
 
 

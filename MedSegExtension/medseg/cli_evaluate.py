@@ -129,7 +129,7 @@ def _print_summary(summary: dict) -> None:
 def _write_csv(path: Path, per_case: list[dict], outputs: OutputSet) -> None:
     rows = [{"case": c["case"], "label": name, **scores} for c in per_case for name, scores in c["labels"].items()]
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["case", "label"])  # no foreground label
     writer.writeheader()
     writer.writerows(rows)
     outputs.write_text(path, text.getvalue())

@@ -15,6 +15,8 @@ import numpy as np
 from .card import Label, ModelCard
 from .catalog import resolve_checkpoint
 from .checkpoint import read_card
+from .cli_export import DicomExport, add_dicom_arguments, checkpoint_sha256, dicom_plan, read_dicom_source, write_dicom
+from .cli_report import add_report_arguments, report_plan, write_report_files
 from .inference import SegmentationResult, Segmenter, SegmentOptions
 from .io import SEGMENTATION_EXTENSION, WRITE_EXTENSIONS, read_channels, write_image, write_json, write_segmentation
 from .outputs import OutputSet, unique_slugs
@@ -47,7 +49,8 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the first foreground label)")
     p.add_argument("--activation-layer", metavar="MODULE", help="network module for Grad-CAM (default: the last "
                    "decoder block)")
-    p.add_argument("--report", metavar="FILE", help="JSON report: per-label volumes, surface, diameter, ...")
+    p.add_argument("--report", metavar="FILE", help="JSON report: per-label volumes, surface, diameter, ..., and "
+                   "the regions to review (uncertain voxels near the boundaries) with each segment's confidence")
     p.add_argument("--overview", metavar="PNG", help="picture: axial, coronal and sagittal slices with the mask, "
                    "and below it the Grad-CAM (with --activation) or the entropy (with --uncertainty)")
     p.add_argument("--roi", nargs=6, type=int, metavar=("I0", "I1", "J0", "J1", "K0", "K1"),
@@ -60,6 +63,8 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto: fp16 autocast on CUDA, bf16 on CPUs with native bfloat16, else fp32")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per physical core)")
     add_postprocess_arguments(p)
+    add_dicom_arguments(p)
+    add_report_arguments(p)
     p.add_argument("--prune-level", type=int, choices=(1, 2, 3, 4), help="UNet++: run the pruned sub-network")
     p.add_argument("--accurate", action="store_true", help="UNet++: average the deep-supervision heads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -91,9 +96,15 @@ def _check_output_paths(args: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} {path!r}: use one of {', '.join(WRITE_EXTENSIONS)}")
     if args.overview and not args.overview.lower().endswith(".png"):
         raise ValueError(f"--overview {args.overview!r}: the overview is a .png picture")
-    for path in (out, args.probabilities, args.uncertainty, args.activation, args.report, args.overview):
+    _check_output_folders([out, args.probabilities, args.uncertainty, args.activation, args.report, args.overview,
+                           args.dicom_seg, args.dicom_sr])
+
+
+def _check_output_folders(paths) -> None:
+    """Refuse an output whose folder does not exist (None entries are skipped)."""
+    for path in paths:
         if path and not Path(path).resolve().parent.is_dir():
-            raise FileNotFoundError(f"output folder of {path!r} does not exist; create it first")
+            raise FileNotFoundError(f"output folder of {str(path)!r} does not exist; create it first")
 
 
 def _output_plan(args: argparse.Namespace, card: ModelCard) -> dict[str, Path]:
@@ -113,6 +124,8 @@ def _output_plan(args: argparse.Namespace, card: ModelCard) -> dict[str, Path]:
     for flag in ("activation", "report", "overview"):
         if getattr(args, flag):
             plan[f"--{flag}"] = getattr(args, flag)
+    plan.update(dicom_plan(args))
+    plan.update(report_plan(args, card))
     return {key: Path(path) for key, path in plan.items()}
 
 
@@ -188,10 +201,11 @@ def _options(args: argparse.Namespace, segmenter: Segmenter) -> SegmentOptions:
         activation = (int(name) if name.isdigit() else name,)
     return SegmentOptions(
         overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, precision=args.precision,
-        probabilities=bool(args.probabilities), uncertainty=bool(args.uncertainty), activation_classes=activation,
+        probabilities=bool(args.probabilities or args.seg_fractional),
+        uncertainty=bool(args.uncertainty or args.pdf), activation_classes=activation,  # --pdf: its heat map
         activation_layer=args.activation_layer, roi=tuple(args.roi) if args.roi else None,
         postprocess=postprocess_options(args),
-        prune_level=args.prune_level, accurate=args.accurate)
+        prune_level=args.prune_level, accurate=args.accurate, review=bool(args.report))
 
 
 def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray, plan: dict[str, Path],
@@ -222,6 +236,25 @@ def _write_outputs(args: argparse.Namespace, result: SegmentationResult, image: 
         write_png(plan["--overview"], overview(image[0], result.labels, geometry, colors, heat), outputs=outputs)
 
 
+def _write_report(args: argparse.Namespace, result: SegmentationResult, image: np.ndarray, plan: dict[str, Path],
+                  outputs: OutputSet) -> None:
+    """--pdf (heat map: the Grad-CAM when asked for, else the uncertainty) and --meshes, into `outputs`."""
+    cam = next(iter(result.activations.items()), None)
+    overlay, name = ((cam[1], f"Grad-CAM of {cam[0]}") if cam is not None else
+                     (result.entropy, "uncertainty (normalised entropy)"))
+    write_report_files(plan, outputs, image=image[0], labels=result.labels, geometry=result.geometry,
+                       card=result.card, measurements=result.measurements, source=args.inputs[0], overlay=overlay,
+                       overlay_name=name if overlay is not None else "", edited=False, warnings=result.warnings)
+
+
+def _dicom_export(args: argparse.Namespace, plan: dict[str, Path], checkpoint: Path) -> DicomExport | None:
+    """With --dicom-seg: the first input's source series (a DICOM folder with its UIDs), read before any work."""
+    if "--dicom-seg" not in plan:
+        return None
+    source = read_dicom_source(args.inputs[0])
+    return DicomExport(source, read_card(checkpoint), checkpoint_sha256(checkpoint), edited=False)
+
+
 class _WarningCollector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -248,6 +281,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.model)
     plan = _output_plan(args, read_card(checkpoint))
     _check_plan(plan, [Path(p) for p in args.inputs] + [checkpoint])
+    dicom = _dicom_export(args, plan, checkpoint)
     segmenter = Segmenter(args.model, device=args.device, threads=args.threads)
     options = _options(args, segmenter)
     with OutputSet() as outputs:
@@ -255,6 +289,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             outputs.reserve(path)  # an unwritable folder fails now, not after the inference
         with _collected_warnings() as warnings:  # read-time ones too (no UIDs, duplicate slices): into the report
             channels, geometry = read_channels(args.inputs)
+            if dicom is not None:
+                dicom.source.slices(geometry, channels.shape[1:])  # the series that was read, before any work
             progress = _ProgressBar(not args.no_progress)
             try:
                 result = segmenter.segment(channels, geometry, options, progress=progress)
@@ -262,8 +298,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 progress.close()
         result.warnings = list(dict.fromkeys([*warnings, *result.warnings]))
         _write_outputs(args, result, channels, plan, outputs)
+        _write_report(args, result, channels, plan, outputs)
+        if dicom is not None:
+            write_dicom(plan, outputs, dicom, result.labels, result.geometry, result.measurements,
+                        result.probabilities if args.seg_fractional else None)
     for path in outputs.committed:
         print(f"wrote {path}")
     for m in result.measurements:
-        print(f"  {printable(m.name):<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels)")  # a card's label name
+        print(f"  {printable(m.name):<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels){_interval_text(m)}")
     return 0
+
+
+def _interval_text(m) -> str:
+    """The volume line's interval: the calibrated "90 % interval", or the uncalibrated "TTA range"."""
+    if m.volume_interval_ml is None:
+        return ""
+    lo, hi = m.volume_interval_ml
+    what = "TTA range" if m.volume_interval_level is None else f"{m.volume_interval_level * 100:g} % interval"
+    return f"  {what} {lo:.3f}-{hi:.3f} mL"

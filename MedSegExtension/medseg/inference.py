@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .calibration import temper, temperature_of, volume_interval_of
 from .card import ModelCard
 from .catalog import resolve_checkpoint
 from .checkpoint import LoadedModel, load_checkpoint
@@ -35,6 +36,7 @@ from .measure import LabelMeasurement, measure_labels
 from .orientation import Reorientation, orientation_code, reorientation
 from .postprocess import PostprocessOptions, postprocess
 from .preprocess import crop_roi, normalize, paste_roi, resample, target_shape
+from .review import Review, ReviewOptions, review_result
 from .sliding_window import CancelToken, ModelOutputError, Progress, StitchOutputs, WindowOptions, sliding_window
 
 __all__ = ["ModelOutputError", "SegmentOptions", "SegmentationResult", "Segmenter", "inference_window"]
@@ -66,6 +68,11 @@ class SegmentOptions:
         prune_level, accurate: UNet++ only; level 1-4 and head averaging.
         sigma_scale, border_margin: window blending and mirrored border (see ``sliding_window``).
         resample: run at the model card's spacing (when it differs from the input's by over 1 %).
+        review: rank the regions a reader should check and score each segment's confidence
+            (``SegmentationResult.review``, ``report()["review"]``; see ``medseg.review``). It needs the normalised
+            entropy, so it computes that map (and keeps it in ``SegmentationResult.entropy``) even without
+            ``uncertainty``. Off by default, like ``uncertainty``: a caller asks for what it shows.
+        review_options: threshold, band margin and limits of the review (``medseg.review.ReviewOptions``).
     """
 
     overlap: float = 0.5
@@ -84,6 +91,8 @@ class SegmentOptions:
     sigma_scale: float = 0.125
     border_margin: int = 0
     resample: bool = True
+    review: bool = False
+    review_options: ReviewOptions = field(default_factory=ReviewOptions)
 
 
 @dataclass
@@ -101,6 +110,7 @@ class SegmentationResult:
     postprocessing: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # device, precision, windows, seconds, options
     warnings: list[str] = field(default_factory=list)  # input unlike the training data (medseg.domain), for the user
+    review: Review | None = None  # regions to check and segment confidence (SegmentOptions.review)
 
     def report(self) -> dict[str, Any]:
         """JSON-ready summary: model, geometry, measurements, post-processing, run information."""
@@ -115,6 +125,7 @@ class SegmentationResult:
             "postprocessing": self.postprocessing,
             "run": self.info,
             "warnings": list(self.warnings),
+            **({} if self.review is None else {"review": self.review.to_dict()}),
         }
 
 
@@ -254,9 +265,14 @@ class Segmenter:
         ring_device = self.device if self.device.type == "cuda" and total < (2 << 30) else torch.device("cpu")
         return WindowOptions(self._window(x.shape[1:]), options.overlap, options.sigma_scale, batch,
                              options.border_margin, keep,
-                             entropy=options.uncertainty, variance=options.uncertainty and passes > 1,
+                             entropy=options.uncertainty or options.review, variance=options.uncertainty and passes > 1,
                              accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32,
-                             softmax=softmax), ring_device
+                             softmax=softmax, temperature=temperature_of(self.card),
+                             class_sums=softmax and self._interval_needs_soft()), ring_device
+
+    def _interval_needs_soft(self) -> bool:
+        interval = volume_interval_of(self.card)
+        return interval is not None and interval.needs_soft_volume
 
     def _window(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Window size (network axis order) for a volume of `shape` (see :func:`inference_window`)."""
@@ -390,14 +406,19 @@ class Segmenter:
         out = self._stitch(x, options, keep, fn, len(flips), channels, scaled, cancel, head)
         voxel_ml = float(np.prod(self.card.spacing)) / 1000 if resampled else None
         result: dict[str, Any] = {"windows": out.windows, "passes": len(flips), "pass_counts": out.pass_counts,
-                                  "pass_voxel_ml": voxel_ml, "entropy": out.entropy, "variance": out.variance}
+                                  "pass_voxel_ml": voxel_ml, "entropy": out.entropy, "variance": out.variance,
+                                  "class_sums": out.class_sums}
         if not resampled:
             result["labels"] = out.labels
             result["probabilities"] = np.stack([out.probabilities[k] for k in keep]) if keep else None
             return result
-        probs = resample(torch.from_numpy(np.stack([out.probabilities[k] for k in keep])), shape)
+        # the card's temperature undone before resampling and applied after it, so the labels are the arg-max of
+        # the uncalibrated resampled probabilities whatever the temperature (tempering is monotone per voxel)
+        temperature = temperature_of(self.card)
+        probs = resample(torch.from_numpy(temper(np.stack([out.probabilities[k] for k in keep]), 1 / temperature)),
+                         shape)
         result["labels"] = probs.argmax(0).numpy().astype(out.labels.dtype)
-        result["probabilities"] = probs.numpy() if options.probabilities else None
+        result["probabilities"] = temper(probs.numpy(), temperature) if options.probabilities else None
         for key in ("entropy", "variance"):
             if result[key] is not None:
                 result[key] = resample(torch.from_numpy(result[key])[None], shape)[0].numpy()
@@ -426,8 +447,14 @@ class Segmenter:
         if options.measure:
             res.measurements = measure_labels(res.labels, res.geometry, self.card.labels, image=image[0],
                                               probabilities=res.probabilities,
-                                              volume_passes_ml=self._pass_volumes(result, res.geometry))
+                                              volume_passes_ml=self._pass_volumes(result, res.geometry),
+                                              volume_interval=volume_interval_of(self.card),
+                                              soft_volumes_ml=self._soft_volumes(result, res.geometry))
         seconds["measure"] = time.perf_counter() - t - seconds["postprocess"] - seconds["activation"]
+        if options.review:
+            t_review = time.perf_counter()
+            res.review = review_result(res.labels, res.entropy, res.geometry, self.card.labels, options.review_options)
+            seconds["review"] = time.perf_counter() - t_review
         res.info = {"device": str(self.device), "precision": run.precision, "windows": result["windows"],
                     "passes": result["passes"], "network_grid_kji": list(run.x.shape[1:]),
                     "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -442,6 +469,14 @@ class Segmenter:
             return None
         voxel_ml = result["pass_voxel_ml"] or geometry.voxel_volume_ml
         return {label.id: [float(c) * voxel_ml for c in counts[:, label.id]] for label in self.card.foreground_labels}
+
+    def _soft_volumes(self, result: dict[str, Any], geometry: Geometry) -> dict[int, float] | None:
+        """Per label id, its probability summed over the network grid x that grid's voxel volume (mL)."""
+        sums = result["class_sums"]
+        if sums is None:
+            return None
+        voxel_ml = result["pass_voxel_ml"] or geometry.voxel_volume_ml
+        return {label.id: float(sums[label.id]) * voxel_ml for label in self.card.foreground_labels}
 
     def _grad_cam(self, x: torch.Tensor, class_index: int, options: SegmentOptions, shape: Sequence[int],
                   cancel: CancelToken | None) -> np.ndarray:

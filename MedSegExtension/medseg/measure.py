@@ -36,6 +36,7 @@ what is undefined for an empty set (centroid, box, diameter, intensity) is ``Non
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -44,11 +45,13 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .calibration import VolumeIntervalCalibration
 from .card import Label
 from .geometry import LPS_TO_RAS, Geometry
 
 __all__ = ["TABLE_COLUMNS", "LabelMeasurement", "label_bounding_boxes", "measure_labels", "measurements_table"]
 
+TTA_RANGE = "TTA range (min-max over the flips; not a calibrated interval)"
 Vec3 = tuple[float, float, float]
 Box = tuple[slice, slice, slice]
 
@@ -74,8 +77,10 @@ class LabelMeasurement:
         volume_ml: ``voxel_count`` x voxel volume, exactly.
         soft_volume_ml: sum over all voxels of this class's probability x voxel volume; ``None`` without
             probabilities.
-        volume_interval_ml: (lowest, highest) hard volume over test-time-augmentation passes; ``None`` if not
-            given.
+        volume_interval_ml: with a calibrated card, the conformal interval of the volume at
+            ``volume_interval_level`` (90 %: ``[V (1 - q), V (1 + q)]``, ``medseg.calibration``); without one, the
+            (lowest, highest) hard volume over the test-time-augmentation passes, a range and not an interval
+            (``volume_interval_level`` None); ``None`` if neither is available.
         surface_area_mm2: surface area estimate (Crofton formula, see the module notes for its accuracy).
         centroid_lps: mean voxel centre in LPS mm (the patient coordinates of ITK and DICOM).
         centroid_ras: the same point in RAS mm (the world coordinates of 3D Slicer).
@@ -84,6 +89,8 @@ class LabelMeasurement:
         largest_diameter_mm: largest distance between two voxel centres of the label, in mm (Feret diameter).
         intensity_mean: mean of the first image channel inside the label; ``None`` without an image.
         intensity_std: population standard deviation (ddof=0, as ``numpy.std``) of the same values.
+        volume_interval_level: the coverage level of ``volume_interval_ml`` (0.9), None for a TTA range.
+        volume_interval_method: how ``volume_interval_ml`` was made (the card's method, or ``"TTA range"``).
     """
 
     label_id: int
@@ -99,6 +106,8 @@ class LabelMeasurement:
     largest_diameter_mm: float | None = None
     intensity_mean: float | None = None
     intensity_std: float | None = None
+    volume_interval_level: float | None = None
+    volume_interval_method: str | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON data: tuples become lists, absent values stay ``None``."""
@@ -120,6 +129,8 @@ def measure_labels(
     image: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
     volume_passes_ml: Mapping[int, Sequence[float]] | None = None,
+    volume_interval: VolumeIntervalCalibration | None = None,
+    soft_volumes_ml: Mapping[int, float] | None = None,
 ) -> list[LabelMeasurement]:
     """Measure every label of `label_specs` (id 0, the background, is skipped) in `labels`.
 
@@ -129,7 +140,11 @@ def measure_labels(
         label_specs: the labels to report, in this order (their ``id`` and ``name`` are used).
         image: intensities ``(Z, Y, X)`` or ``(C, Z, Y, X)``; the first channel is measured.
         probabilities: ``(num_classes, Z, Y, X)``, class index == label id.
-        volume_passes_ml: per label id, its hard volume in each test-time-augmentation pass.
+        volume_passes_ml: per label id, its hard volume in each test-time-augmentation pass (their min-max is the
+            "TTA range" of a label that `volume_interval` does not cover).
+        volume_interval: the card's conformal volume interval (``medseg.calibration.volume_interval_of``).
+        soft_volumes_ml: per label id, the soft volume the interval uses (inference's, from the network grid);
+            default: ``soft_volume_ml`` from `probabilities`.
 
     Returns:
         One :class:`LabelMeasurement` per non-background label, in the order of `label_specs`.
@@ -142,20 +157,32 @@ def measure_labels(
     for spec in label_specs:
         if spec.id == 0:
             continue
-        out.append(_measure_one(labels, geometry, spec, stats.get(spec.id), image, probabilities, volume_passes_ml))
+        m = _measure_one(labels, geometry, spec, stats.get(spec.id), image, probabilities, volume_passes_ml)
+        soft = (soft_volumes_ml or {}).get(spec.id, m.soft_volume_ml)
+        out.append(_with_interval(m, volume_interval, soft))
     return out
+
+
+def _with_interval(m: LabelMeasurement, calibration: VolumeIntervalCalibration | None,
+                   soft_ml: float | None) -> LabelMeasurement:
+    """`m` with the conformal interval of its volume when `calibration` covers its label, else as it is."""
+    interval = None if calibration is None else calibration.interval(m.label_id, m.volume_ml, soft_ml)
+    if interval is None:
+        return m
+    return dataclasses.replace(m, volume_interval_ml=interval, volume_interval_level=calibration.level,
+                               volume_interval_method=calibration.method)
 
 
 def _measure_one(labels, geometry, spec, stat, image, probabilities, volume_passes_ml) -> LabelMeasurement:
     soft = None
     if probabilities is not None:
         soft = float(probabilities[spec.id].sum(dtype=np.float64)) * geometry.voxel_volume_ml
-    interval = None
+    interval = method = None
     if volume_passes_ml is not None and len(volume_passes_ml.get(spec.id, ())) > 0:
         passes = [float(v) for v in volume_passes_ml[spec.id]]
-        interval = (min(passes), max(passes))
+        interval, method = (min(passes), max(passes)), TTA_RANGE
     if stat is None:
-        return LabelMeasurement(int(spec.id), spec.name, 0, 0.0, soft, interval)
+        return LabelMeasurement(int(spec.id), spec.name, 0, 0.0, soft, interval, volume_interval_method=method)
     count, box, area, centroid = stat
     mask = labels[box] == spec.id
     mean = std = None
@@ -167,7 +194,7 @@ def _measure_one(labels, geometry, spec, stat, image, probabilities, volume_pass
         soft_volume_ml=soft, volume_interval_ml=interval, surface_area_mm2=area,
         centroid_lps=_vec(centroid), centroid_ras=_vec(LPS_TO_RAS @ centroid),
         bbox_lps=_bbox_lps(geometry, box), largest_diameter_mm=largest_diameter_mm(mask, geometry),
-        intensity_mean=mean, intensity_std=std,
+        intensity_mean=mean, intensity_std=std, volume_interval_method=method,
     )
 
 

@@ -97,6 +97,9 @@ class WindowOptions:
         accumulate_dtype: dtype of the blended sums (float32, or float16 to halve the buffer).
         softmax: the blended channels are logits (labels and probabilities come out); False: raw maps,
             averaged and returned as ``probabilities[k]`` (Grad-CAM).
+        temperature: the logits are divided by it before the soft-max (calibration, ``medseg.calibration``);
+            probabilities, entropy and variance change, the arg-max does not.
+        class_sums: return each class's probability summed over the volume (``StitchOutputs.class_sums``).
     """
 
     window: tuple[int, ...]
@@ -109,8 +112,12 @@ class WindowOptions:
     variance: bool = False
     accumulate_dtype: torch.dtype = torch.float32
     softmax: bool = True
+    temperature: float = 1.0
+    class_sums: bool = False
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1:
@@ -128,6 +135,7 @@ class StitchOutputs:
     entropy: np.ndarray | None = None
     variance: np.ndarray | None = None
     pass_counts: np.ndarray | None = None  # (P, K) voxels per class in each pass's own arg-max
+    class_sums: np.ndarray | None = None  # (K,) each class's probability summed over the voxels (float64)
     windows: int = 0
 
 
@@ -251,6 +259,9 @@ class _Finaliser:
             self.out.variance = np.zeros(shape, dtype=np.float32)
         if passes > 1 and options.softmax:
             self.out.pass_counts = np.zeros((passes, classes), dtype=np.int64)
+        if options.class_sums and options.softmax:
+            self.out.class_sums = np.zeros(classes, dtype=np.float64)
+        self._sums: Tensor | int = 0  # class sums on the device, read once per slab
         self._nan: Tensor | int = 0  # counted on the device, read once per slab (no synchronisation per chunk)
         self._inf: Tensor | int = 0
 
@@ -269,6 +280,9 @@ class _Finaliser:
         for i in range(0, channels.shape[1], _CHUNK):  # chunks of voxels whose K logits stay in cache
             self._chunk(channels[:, i: i + _CHUNK], slice(i, i + _CHUNK), flat)
         self._check_finite()
+        if self.out.class_sums is not None:
+            self.out.class_sums += torch.as_tensor(self._sums).cpu().numpy()
+            self._sums = 0
         dest = [slice(None)] * w.dim()
         dest[self.axis] = slice(a - lo, b - lo)
         dest = tuple(dest)
@@ -295,6 +309,8 @@ class _Finaliser:
     def _chunk(self, channels: Tensor, at: slice, flat: dict[str | int, Tensor]) -> None:
         """Outputs of a chunk of voxels from its blended channels `(P, n, F)`."""
         logits = channels if self.head is None else self.head(channels)  # (P, n, K)
+        if self.options.softmax and self.options.temperature != 1.0:
+            logits = logits / self.options.temperature
         mean = logits[0] if logits.shape[0] == 1 else logits.mean(0)  # (n, K)
         self._nan = self._nan + torch.isnan(mean).sum()  # a NaN or inf in any pass reaches the mean
         self._inf = self._inf + torch.isinf(mean).sum()
@@ -304,8 +320,10 @@ class _Finaliser:
             return
         labels = mean.argmax(1)
         flat["labels"][at] = labels
-        if self.out.probabilities or self.out.entropy is not None:
+        if self.out.probabilities or self.out.entropy is not None or self.out.class_sums is not None:
             probs = mean.softmax(1)
+            if self.out.class_sums is not None:
+                self._sums = self._sums + probs.sum(0)  # float32 per slab (MPS has no float64), float64 across
             for k in self.out.probabilities:
                 flat[k][at] = probs[:, k]
             if self.out.entropy is not None:

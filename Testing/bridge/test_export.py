@@ -29,7 +29,10 @@ def test_saved_files_read_back_equal_to_the_labels(scene, hippocampus, tmp_path)
     files = save_results(tmp_path / "out", segmentation)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "hippocampus_001 tiny-hippocampus.csv", "hippocampus_001 tiny-hippocampus.nii.gz",
-        "hippocampus_001 tiny-hippocampus.seg.nrrd"]  # and no temporary file left behind
+        "hippocampus_001 tiny-hippocampus.seg.nrrd",
+        "hippocampus_001 tiny-hippocampus_ai.nii.gz"]  # and no temporary file left behind
+    ai, ai_geometry = read_image(files["ai.nii.gz"])  # the AI's original labels (unedited here: the same)
+    assert np.array_equal(ai, labels) and np.allclose(ai_geometry.matrix, geometry.matrix, atol=1e-9)
     seg_labels, seg_geometry, segments = read_segmentation(files["seg.nrrd"])
     assert np.array_equal(seg_labels, labels)
     assert np.allclose(seg_geometry.matrix, geometry.matrix, atol=1e-9)

@@ -77,7 +77,10 @@ def test_compute_in_a_thread_then_apply_equals_the_engine(scene, volume, checkpo
         assert composite.GetBackgroundVolumeID() == volume.GetID()
 
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    for node_id in applied.added_ids:
+    ai_mask = segmentation.GetNodeReference("MedSeg.AiMask")  # the AI's labels, kept out of the user's way
+    assert np.array_equal(slicer.util.arrayFromVolume(ai_mask), reference.labels) and ai_mask.GetHideFromEditors()
+    assert ai_mask.GetID() in applied.added_ids and not sh.GetItemByDataNode(ai_mask)
+    for node_id in set(applied.added_ids) - {ai_mask.GetID()}:
         item = sh.GetItemByDataNode(scene.GetNodeByID(node_id))
         assert sh.GetItemName(sh.GetItemParent(item)) == "MR brain"
 
@@ -264,8 +267,8 @@ def test_model_cache(tmp_path, checkpoint):
         cache.get(tmp_path / "missing.safetensors")
 
 
-@pytest.mark.parametrize("step", ["set_segments", "fill_table", "update_volume_from_array", "volume_from_array",
-                                  "style_overlay", "place_in_hierarchy", "show_overlay"])
+@pytest.mark.parametrize("step", ["set_segments", "store_ai_mask", "fill_table", "update_volume_from_array",
+                                  "volume_from_array", "style_overlay", "place_in_hierarchy", "show_overlay"])
 def test_apply_failing_while_replacing_leaves_the_earlier_result_as_it_was(scene, volume, hippocampus, step,
                                                                          monkeypatch):
     array, geometry, labels = hippocampus

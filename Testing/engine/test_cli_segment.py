@@ -63,6 +63,8 @@ def test_segment_end_to_end_as_a_user_runs_it(tmp_path, ckpt, sample):
         assert row["volume_ml"] == pytest.approx(count * geometry.voxel_volume_ml)
         assert row["volume_interval_ml"] is not None
     assert report["run"]["passes"] == 8
+    assert [r["id"] for r in report["review"]["regions"]] == list(range(1, len(report["review"]["regions"]) + 1))
+    assert [s["name"] for s in report["review"]["segments"]] == ["anterior hippocampus", "posterior hippocampus"]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["cam.nii.gz", "overview.png", "p_anterior_hippocampus.nii.gz", "p_posterior_hippocampus.nii.gz",
                      "report.json", "seg.seg.nrrd", "u.nrrd", "u_tta_variance.nrrd"]

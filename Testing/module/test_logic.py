@@ -113,7 +113,10 @@ def test_the_logic_runs_a_click_on_the_real_core(module, scene, checkpoint, tmp_
 
     files = logic.save(tmp_path / "out", segmentation, table, overwrite=False)
     assert sorted(p.name for p in files.values()) == sorted(
-        f"hippocampus_001_T1w {card.name}.{ext}" for ext in ("seg.nrrd", "nii.gz", "csv"))
+        [*(f"hippocampus_001_T1w {card.name}.{ext}" for ext in ("seg.nrrd", "nii.gz", "csv")),
+         f"hippocampus_001_T1w {card.name}_ai.nii.gz"])  # the AI's own labels, kept with the result
+    assert outcome.result.review is not None  # the panel's uncertainty option also ranks the regions to review
+    assert logic.jumpTo((1.0, -2.0, 3.5)) == 3 and logic.nextRegion([4, 7], 7) == 4
     with pytest.raises(FileExistsError):
         logic.save(tmp_path / "out", segmentation, table, overwrite=False)
     with pytest.raises(ValueError, match="no segmentation to save"):

@@ -28,6 +28,7 @@ from MedSegLib.panel import (
     model_choices,
     overlay_label,
     resource_path,
+    review_item_text,
     saved_paths,
     settings_from_parameters,
 )
@@ -120,6 +121,7 @@ def test_settings_map_the_parameter_node_to_engine_and_bridge_options():
     options = settings.segment_options()
     assert (options.tta, options.overlap, options.activation_classes, options.uncertainty) == (
         True, 0.25, ("posterior hippocampus",), True)
+    assert options.review and not dataclasses.replace(settings, uncertainty=False).segment_options().review
     assert (options.postprocess.fill_holes, options.postprocess.min_island_ml, options.prune_level) == (True, 0.2, None)
     apply = settings.apply_options()
     assert (apply.replace, apply.show_overlay, apply.overlay_opacity) == (True, "auto", 0.7)
@@ -142,6 +144,8 @@ def test_small_texts():
     assert overlay_label("uncertainty") == "Uncertainty (entropy)" and overlay_label("tta_variance") == "TTA variance"
     assert saved_paths(None) == [] and saved_paths("") == [] and saved_paths("/a.safetensors") == ["/a.safetensors"]
     assert saved_paths(["/a", "/b", "/a", ""]) == ["/a", "/b"]
+    region = SimpleNamespace(id=2, label_name="left\x1b[2J atrium", volume_ml=0.0345, mean_uncertainty=0.6123)
+    assert review_item_text(region) == "2. left atrium: 34 mm3, uncertainty 0.61"  # no escape sequence
 
 
 def test_resources_are_found_in_the_source_tree_and_once_installed(tmp_path):

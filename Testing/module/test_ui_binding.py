@@ -32,6 +32,7 @@ EXPECTED_CLASSES = {
     "statusLabel": "QLabel",
     "overlayComboBox": "QComboBox", "opacitySlider": "ctkSliderWidget", "tableView": "qMRMLTableView",
     "segmentEditorWidget": "qMRMLSegmentEditorWidget", "saveButton": "QPushButton",
+    "reviewListWidget": "QListWidget", "reviewNextButton": "QPushButton",
 }
 
 # Which widget classes the parameter node wrapper connects to which field type (Slicer's guiConnectors.py).
