@@ -118,6 +118,12 @@ class MedSegParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode | None
     outputTable: vtkMRMLTableNode | None
     outputFolder: pathlib.Path
+    exportFolder: pathlib.Path
+    exportSeg: bool = True
+    exportSr: bool = True
+    exportPdf: bool = True
+    exportMeshes: bool = True
+    exportToDatabase: bool = False
 
 
 class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -158,12 +164,16 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addCheckpointButton.clicked.connect(self.onAddCheckpoint)
         self.ui.installButton.clicked.connect(self.onInstall)
         self.ui.saveButton.clicked.connect(self.onSave)
+        self.ui.exportButton.clicked.connect(self.onExport)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onModelPicked)
         self.ui.activationClassComboBox.connect("currentIndexChanged(int)", self._onActivationPicked)
         self.ui.overlayComboBox.connect("currentIndexChanged(int)", self._onOverlayPicked)
         self.ui.opacitySlider.connect("valueChanged(double)", self.logic.setOverlayOpacity)
         self.ui.reviewListWidget.connect("currentRowChanged(int)", self._onReviewPicked)
         self.ui.reviewNextButton.clicked.connect(self.onReviewNext)
+        self.ui.guidedThresholdSlider.connect("valueChanged(double)", self.onGuidedThreshold)
+        self.ui.guidedAddButton.clicked.connect(lambda: self.onGuidedClick(add=True))
+        self.ui.guidedRemoveButton.clicked.connect(lambda: self.onGuidedClick(add=False))
         self.refreshModels()
         self.initializeParameterNode()
 
@@ -286,6 +296,7 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                          else _("Segment the input volume with the model."))
         self.ui.cancelButton.enabled = running and not self._task.cancelled
         self.ui.saveButton.enabled = p.outputSegmentation is not None and not running
+        self.ui.exportButton.enabled = p.outputSegmentation is not None and not running
 
     # -- models and dependencies ------------------------------------------------------------------------------------
     def refreshModels(self) -> None:
@@ -486,6 +497,34 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if following is not None:
             self.ui.reviewListWidget.setCurrentRow(ids.index(following))  # jumps through currentRowChanged
 
+    def _guidedTarget(self):
+        """(segmentation, segment ID) that the guided edits change: the shown result's selected segment."""
+        p = self._parameterNode
+        segmentation = p.outputSegmentation if p else None
+        segmentId = self.ui.segmentEditorWidget.currentSegmentID() if segmentation is not None else ""
+        if not segmentId:
+            raise ValueError(_("select a segment of a result in the segment editor first"))
+        return segmentation, segmentId
+
+    def onGuidedThreshold(self, value: float) -> None:
+        try:
+            segmentation, segmentId = self._guidedTarget()
+            self.logic.guidedThreshold(segmentation, segmentId, value, self.ui.segmentEditorWidget.saveStateForUndo)
+        except ValueError as exc:  # not modal: the slider moves often
+            self.ui.statusLabel.text = _("Threshold not applied: {error}").format(error=exc)
+
+    def onGuidedClick(self, add: bool) -> None:
+        try:
+            segmentation, segmentId = self._guidedTarget()
+            region = self.logic.guidedClick(segmentation, segmentId, self.logic.crosshairRAS(), add,
+                                            self.ui.guidedThresholdSlider.value,
+                                            self.ui.segmentEditorWidget.saveStateForUndo)
+        except ValueError as exc:
+            self._showError(_("Nothing changed"), exc)
+            return
+        self.ui.statusLabel.text = (_("Nothing at the crosshair: move it onto the region") if not region.any() else
+                                    _("{count} voxels changed").format(count=int(region.sum())))
+
     def _onSegmentationEdited(self, caller=None, event=None) -> None:
         if not self._applying:
             self._tableTimer.start()  # restarts: the table is measured 0.5 s after the last edit
@@ -529,6 +568,21 @@ class MedSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showError(_("Saving failed; no file was written"), exc)
             return
         self.ui.statusLabel.text = _("Saved {files}").format(files=", ".join(str(f) for f in files.values()))
+
+    def onExport(self) -> None:
+        p = self._parameterNode
+        segmentation = p.outputSegmentation
+        made_by = segmentation.GetAttribute("MedSeg.Model") if segmentation else None
+        model = next((c.key for c in self._choices.values() if c.card.name == made_by), None)
+        try:
+            files = self.logic.exportResult(segmentation, p.exportFolder, dicomSeg=p.exportSeg, dicomSr=p.exportSr,
+                                            pdf=p.exportPdf, meshes=p.exportMeshes, model=model)
+        except Exception as exc:
+            self._showError(_("Export failed; no file was written"), exc)
+            return
+        added = self.logic.addToDicomDatabase(files) if p.exportToDatabase else []
+        self.ui.statusLabel.text = _("Exported {files}").format(files=", ".join(str(f) for f in files.paths)) + (
+            _("; {n} file(s) added to the DICOM database").format(n=len(added)) if added else "")
 
 
 class MedSegLogic(ScriptedLoadableModuleLogic):
@@ -623,6 +677,26 @@ class MedSegLogic(ScriptedLoadableModuleLogic):
 
         return next_region(regionIds, current)
 
+    def crosshairRAS(self):
+        """The crosshair's RAS position (Shift+mouse move in a slice view sets it)."""
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair is None:
+            raise ValueError(_("the scene has no crosshair; open a slice view"))
+        return crosshair.GetCrosshairRAS()
+
+    def guidedThreshold(self, segmentation, segmentId, threshold, saveState=None):
+        """Set the segment to its probability map above `threshold`, grown from the segment itself."""
+        from MedSegLib.guided_edit import apply_threshold
+
+        return apply_threshold(slicer.mrmlScene, segmentation, segmentId, threshold, save_state=saveState)
+
+    def guidedClick(self, segmentation, segmentId, rasPoint, add, threshold, saveState=None):
+        """Add the probability region at `rasPoint` to the segment, or remove the segment's piece there."""
+        from MedSegLib.guided_edit import add_region_at, remove_region_at
+
+        edit = add_region_at if add else remove_region_at
+        return edit(slicer.mrmlScene, segmentation, segmentId, rasPoint, threshold, save_state=saveState)
+
     def editEvents(self):
         """Segmentation node events after which the volume table is measured again."""
         seg = slicer.vtkSegmentation
@@ -640,6 +714,37 @@ class MedSegLogic(ScriptedLoadableModuleLogic):
         if segmentation is None:
             raise ValueError(_("no segmentation to save; click Segment first or pick one under Results"))
         return save_results(folder, segmentation, table_node=table, overwrite=overwrite)
+
+    def exportResult(self, segmentation, folder, dicomSeg=True, dicomSr=True, pdf=True, meshes=True,
+                     sourceFolder=None, model=None):
+        """DICOM SEG/SR, PDF and meshes of the result as it is now (``MedSegLib.dicom_export.export_result``)."""
+        from MedSegLib.dicom_export import export_result
+
+        if segmentation is None:
+            raise ValueError(_("no segmentation to export; click Segment first or pick one under Results"))
+        return export_result(slicer.mrmlScene, segmentation, folder, dicom_seg=dicomSeg, dicom_sr=dicomSr, pdf=pdf,
+                             meshes=meshes, source_folder=sourceFolder, model=model)
+
+    def addToDicomDatabase(self, files):
+        """Index the exported DICOM files in Slicer's DICOM database (the application only; unverified outside it).
+
+        Returns the files added; a failure is logged and leaves the files where they are.
+        """
+        paths = [str(path) for path in (files.dicom_seg, files.dicom_sr) if path is not None]
+        database = getattr(slicer, "dicomDatabase", None)
+        if not paths or database is None:
+            logging.warning("MedSeg: no DICOM database; the exported files were not added to it")
+            return []
+        try:
+            import ctk
+
+            indexer = ctk.ctkDICOMIndexer()
+            for path in paths:
+                indexer.addFile(database, path, False)
+        except Exception as exc:  # the indexer's API differs between CTK versions
+            logging.warning("MedSeg: could not add %s to the DICOM database: %s", ", ".join(paths), exc)
+            return []
+        return paths
 
     def segmentEditorNode(self):
         """The panel's own segment editor node (a singleton, so it survives module reloads)."""

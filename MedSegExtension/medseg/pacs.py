@@ -241,8 +241,10 @@ def collect_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder; nothing was sent")
-    unique = dict.fromkeys(f.resolve() for f in files)
-    return [Path(f) for f in unique]
+    unique: dict[Path, Path] = {}  # the same file given twice (another spelling, a link) is sent once
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())  # named as the user gave them
 
 
 def check_instances(files: Sequence[Path]) -> list[Instance]:

@@ -156,3 +156,39 @@ def test_a_run_on_an_input_unlike_the_training_data_warns_in_the_status_line(mod
     assert messages["as trained"].startswith("Done in ") and "Check the result" not in messages["as trained"]
     assert "Check the result: the input's size is far outside" in messages["three times longer"]
     assert "105 mm along S" in messages["three times longer"]
+
+
+def test_the_logic_edits_a_segment_along_its_probability_map(module, scene, checkpoint):
+    import numpy as np
+
+    from medseg.guided_edit import threshold_mask
+    from medseg.io import read_image
+    from MedSegLib.guided_edit import probability_overlay
+    from MedSegLib.panel import settings_from_parameters
+    from MedSegLib.run import ModelCache
+    from MedSegLib.segmentation import labelmap_from_segmentation
+    from MedSegLib.volumes import volume_from_array, world_ijk_to_ras
+
+    image, geometry = read_image(SAMPLE)
+    volume = volume_from_array(scene, image, geometry, "hippocampus_001_T1w")
+    logic = module.MedSegLogic(ModelCache())
+    settings = settings_from_parameters(parameters(modelName=checkpoint, device=module.Device.CPU, uncertainty=False,
+                                                   probabilities=True), logic.readCard(checkpoint))
+    segmentation = scene.GetNodeByID(logic.segment([volume], settings).segmentation_id)
+    probability = slicer.util.arrayFromVolume(probability_overlay(segmentation, "Segment_1"))
+    before = labelmap_from_segmentation(segmentation, volume, ["Segment_1", "Segment_2"], [1, 2])
+    saves = []
+    for threshold in (0.4, 0.3):  # one slider drag: one state saved for the editor's undo
+        logic.guidedThreshold(segmentation, "Segment_1", threshold, lambda: saves.append(1))
+    mask = labelmap_from_segmentation(segmentation, volume, ["Segment_1"], [1]) > 0
+    assert np.array_equal(mask, threshold_mask(probability, 0.3, seed_mask=before == 1, other_labels=before == 2))
+    assert len(saves) == 1
+
+    with pytest.raises(ValueError, match="no crosshair"):
+        logic.crosshairRAS()
+    crosshair = scene.AddNewNodeByClass("vtkMRMLCrosshairNode")  # the application has one
+    k, j, i = np.argwhere(mask)[0]
+    crosshair.SetCrosshairRAS(*(world_ijk_to_ras(volume) @ np.array([i, j, k, 1.0]))[:3])
+    removed = logic.guidedClick(segmentation, "Segment_1", logic.crosshairRAS(), False, 0.3, lambda: saves.append(1))
+    assert removed[k, j, i] and len(saves) == 2
+    assert not (labelmap_from_segmentation(segmentation, volume, ["Segment_1"], [1]) > 0)[k, j, i]

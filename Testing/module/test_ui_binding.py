@@ -32,7 +32,8 @@ EXPECTED_CLASSES = {
     "statusLabel": "QLabel",
     "overlayComboBox": "QComboBox", "opacitySlider": "ctkSliderWidget", "tableView": "qMRMLTableView",
     "segmentEditorWidget": "qMRMLSegmentEditorWidget", "saveButton": "QPushButton",
-    "reviewListWidget": "QListWidget", "reviewNextButton": "QPushButton",
+    "reviewListWidget": "QListWidget", "reviewNextButton": "QPushButton", "exportButton": "QPushButton",
+    "guidedThresholdSlider": "ctkSliderWidget", "guidedAddButton": "QPushButton", "guidedRemoveButton": "QPushButton",
 }
 
 # Which widget classes the parameter node wrapper connects to which field type (Slicer's guiConnectors.py).

@@ -87,8 +87,11 @@ def _referenced_segments(seg) -> dict:
     import highdicom as hd
 
     sources: dict[int, dict[str, str]] = {int(s.SegmentNumber): {} for s in seg.SegmentSequence}
+    shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
     for frame in seg.PerFrameFunctionalGroupsSequence:
-        number = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        # a SEG of one segment has its identification in the shared functional groups (highdicom does so)
+        identification = frame if "SegmentIdentificationSequence" in frame else shared
+        number = int(identification.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         for derivation in getattr(frame, "DerivationImageSequence", []):
             for image in getattr(derivation, "SourceImageSequence", []):
                 sources[number].setdefault(image.ReferencedSOPInstanceUID, image.ReferencedSOPClassUID)
