@@ -152,6 +152,42 @@ def test_stow_rs_round_trip_identical(orthanc: Orthanc) -> None:
 
 
 @needs_ct
+def test_seg_and_sr_of_a_result_round_trip_through_the_pacs(orthanc: Orthanc, tmp_path: Path) -> None:
+    """MedSeg's own SEG and SR of the CT, sent with the CT: Orthanc files all three series under one study and gives
+    back the SEG's pixel data and the SR's content unchanged."""
+    pytest.importorskip("highdicom", reason="highdicom writes the SEG and SR (pip install highdicom)")
+    import numpy as np
+    from card_support import card_dict
+
+    from medseg.card import ModelCard
+    from medseg.dicom import build_measurement_report, build_segmentation, dataset_bytes
+    from medseg.dicom.source import read_source
+    from medseg.io import read_image
+    from medseg.measure import measure_labels
+    from medseg.models import build_model
+
+    image, geometry = read_image(CT)
+    labels = ((image > 150).astype(np.uint8) + (image > 600)).astype(np.uint8)  # contrast, bone: two labels
+    card = ModelCard.from_dict({**card_dict(build_model("unet", spatial_dims=3, in_channels=1, num_classes=3,
+                                                        width=0.0625, depth=3)), "orientation": "LPS"})
+    source = read_source(CT)
+    seg = build_segmentation(labels, geometry, source, card, checkpoint_sha256="0" * 64)
+    sr = build_measurement_report(seg, measure_labels(labels, geometry, card.labels, image=image), source, card)
+    for name, dataset in (("seg.dcm", seg), ("sr.dcm", sr)):
+        (tmp_path / name).write_bytes(dataset_bytes(dataset))
+    report = send([CT, tmp_path / "seg.dcm", tmp_path / "sr.dcm"], DicomWebTarget(orthanc.dicomweb), timeout=10,
+                  retries=0, credentials=OK)
+    assert report.complete and len(report.sent) == 22
+    assert len(orthanc.get("/studies")) == 1 and len(orthanc.get("/series")) == 3
+    client = orthanc.client()
+    seg_back = client.retrieve_instance(seg.StudyInstanceUID, seg.SeriesInstanceUID, seg.SOPInstanceUID)
+    sr_back = client.retrieve_instance(sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID)
+    assert seg_back.PixelData == pydicom.dcmread(tmp_path / "seg.dcm").PixelData
+    assert len(seg_back.SegmentSequence) == 2 and seg_back.SOPClassUID == seg.SOPClassUID
+    assert sr_back.ContentSequence == pydicom.dcmread(tmp_path / "sr.dcm").ContentSequence
+
+
+@needs_ct
 def test_c_store_round_trip(orthanc: Orthanc) -> None:
     target = DimseTarget("127.0.0.1", orthanc.dicom_port, "MEDSEG", orthanc.aet)
     report = send([CT], target, timeout=10, retries=0)
