@@ -78,6 +78,8 @@ def main() -> None:
     out = {"model": args.model, "device": args.device}
     for name, (image, geometry) in cases.items():
         repeats = args.repeats if name == "hippocampus" else args.synthetic_repeats
+        if repeats < 1:
+            continue
         out[name] = {"repeats": repeats, **measure(segmenter, image, geometry, repeats)}
         print(name, json.dumps(out[name]), file=sys.stderr, flush=True)
     print(json.dumps(out, indent=2))

@@ -142,12 +142,21 @@ def _interface(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+_SMALL_VOXELS = 1 << 20
+
+
 def _within(mask: np.ndarray, spacing, margin_mm: float) -> np.ndarray:
     """Voxels whose centre is within `margin_mm` of a voxel of `mask`: ITK's exact Euclidean (Maurer, squared)
     distance transform, multi-threaded (4.5x faster than SciPy's on 256 x 256 x 128, measured)."""
     image = sitk.GetImageFromArray(mask.view(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing))
-    squared = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=True, useImageSpacing=True)
+    distance = sitk.SignedMaurerDistanceMapImageFilter()
+    distance.SetInsideIsPositive(False)
+    distance.SetSquaredDistance(True)
+    distance.SetUseImageSpacing(True)
+    if mask.size < _SMALL_VOXELS:  # starting threads costs more than they save on a small crop (2.8 vs 7.3 ms)
+        distance.SetNumberOfThreads(1)
+    squared = distance.Execute(image)  # kept alive while its array view is read
     return sitk.GetArrayViewFromImage(squared) <= margin_mm * margin_mm
 
 
@@ -158,6 +167,9 @@ def _find_objects(labels: np.ndarray) -> list[tuple[slice, ...] | None]:
     if count == 0:
         return boxes
     stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.SetComputePerimeter(False)  # boxes only: the perimeter is most of its cost
+    if labels.size < _SMALL_VOXELS:
+        stats.SetNumberOfThreads(1)
     stats.Execute(sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint32)))
     for value in stats.GetLabels():
         i0, j0, k0, ni, nj, nk = stats.GetBoundingBox(value)
@@ -167,8 +179,11 @@ def _find_objects(labels: np.ndarray) -> list[tuple[slice, ...] | None]:
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """26-connected components of a boolean mask, numbered 1..count (0 outside)."""
-    image = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.view(np.uint8)), True)
-    components = sitk.GetArrayFromImage(image)
+    connected = sitk.ConnectedComponentImageFilter()
+    connected.SetFullyConnected(True)
+    if mask.size < _SMALL_VOXELS:
+        connected.SetNumberOfThreads(1)
+    components = sitk.GetArrayFromImage(connected.Execute(sitk.GetImageFromArray(mask.view(np.uint8))))
     return components, int(components.max(initial=0))
 
 
