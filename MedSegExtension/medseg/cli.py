@@ -21,6 +21,7 @@ from .models import ARCHITECTURES
 from .outputs import OutputError
 from .text import printable
 from .train.cli import add_train_parser
+from .train.finetune import add_finetune_parser
 
 __all__ = ["main"]
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_export_parser(sub)
     add_train_parser(sub)
+    add_finetune_parser(sub)
     add_send_parser(sub)
     return parser
 

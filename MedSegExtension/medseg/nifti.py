@@ -66,7 +66,10 @@ def read_nifti_header(path: Path) -> NiftiHeader | None:
     try:
         with _open(path) as f:
             raw = f.read(540)
-    except (EOFError, OSError, zlib.error):
+    except (EOFError, zlib.error) as exc:  # a gzip stream cut short: ITK would read its few bytes and zero-fill
+        raise ValueError(f"cannot read {path}: the compressed data is truncated or corrupt ({exc}); export or "
+                         f"download it again") from None
+    except OSError:
         return None
     for order in ("<", ">"):
         if len(raw) >= 4 and (version := _SIZES.get(struct.unpack_from(order + "i", raw)[0])) is not None:

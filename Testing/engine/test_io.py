@@ -161,19 +161,20 @@ def _file(path, data=b""):
     return path
 
 
-def _truncated(samples, tmp_path, name):
+def _truncated(samples, tmp_path, name, keep: int | None = None):
     source = samples / "hippocampus_001_T1w.nii.gz"
     if name.endswith(".nii"):
         sitk.WriteImage(sitk.ReadImage(str(source)), str(tmp_path / "full.nii"))
         source = tmp_path / "full.nii"
     data = source.read_bytes()
-    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    (tmp_path / name).write_bytes(data[: keep or len(data) // 2])
     return tmp_path / name
 
 
 @pytest.mark.parametrize(("make", "error", "message"), [
     (lambda s, t: t / "missing.nii.gz", FileNotFoundError, "does not exist"),
     (lambda s, t: _truncated(s, t, "cut.nii.gz"), ValueError, "truncated"),
+    (lambda s, t: _truncated(s, t, "header_cut.nii.gz", keep=300), ValueError, "compressed data is truncated"),
     (lambda s, t: _truncated(s, t, "cut.nii"), ValueError, r"truncated \(\d+ of the \d+ bytes"),
     (lambda s, t: _mha(t / "cut.mha", data=bytes(3)), ValueError, "truncated, corrupt or not a valid image"),
     (lambda s, t: _file(t / "junk.nrrd", b"not an image"), ValueError, "not a valid"),
