@@ -126,7 +126,7 @@ def export_result(scene, segmentation_node, output_folder: str | os.PathLike[str
                                              sha256, edited, measurements)
         if pdf:
             pdf_path = _pdf_file(files, folder_out / f"{base}_report.pdf", image, labels, geometry, export_card,
-                                 measurements, folder, None if stats is None else edited)
+                                 measurements, folder, None if stats is None else edited, (stats or {}).values())
         mesh_paths = _mesh_files(files, folder_out / f"{base}_meshes", labels, geometry, specs) if meshes else []
     _write_all(files, folder_out / f"{base}_meshes" if meshes else None)
     log.info("exported %s", ", ".join(str(p) for p in files))
@@ -312,14 +312,14 @@ def _dicom_files(files, folder, base, with_sr, labels, geometry, source, card, s
     return seg_path, sr_path
 
 
-def _pdf_file(files, path, image, labels, geometry, card, measurements, source_folder, edited) -> Path:
+def _pdf_file(files, path, image, labels, geometry, card, measurements, source_folder, edited, edits=()) -> Path:
     try:
         from medseg.report_pdf import PdfReport, dicom_identifiers, pdf_bytes
     except ImportError as exc:
         raise ValueError(f"the PDF report needs the package {exc.name}: pip install 'medseg[report]', or untick "
                          f"PDF") from None
     report = PdfReport(image, labels, geometry, card, list(measurements), identifiers=dicom_identifiers(source_folder),
-                       source="DICOM series", edited=edited)
+                       source="DICOM series", edited=edited, edits=tuple(edits))
     files[path] = pdf_bytes(report)
     return path
 

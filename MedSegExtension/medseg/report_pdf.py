@@ -42,6 +42,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .card import ModelCard
+from .edits import EditStats
 from .geometry import Geometry
 from .measure import LabelMeasurement
 from .orientation import reorientation
@@ -292,6 +293,8 @@ class PdfReport:
             or may have been edited (None: a saved segmentation exported later).
         warnings: messages for the reader (input unlike the training data, ...).
         max_key_images: key images for at most this many segments, the largest first.
+        edits: per label, the AI mask against the edited one (:func:`medseg.edits.compare_masks`), to say how much
+            each edited segment changed.
     """
 
     image: np.ndarray
@@ -306,6 +309,14 @@ class PdfReport:
     edited: bool | None = False
     warnings: Sequence[str] = ()
     max_key_images: int = 3
+    edits: Sequence[EditStats] = ()
+
+
+def _edit_line(stats) -> str:
+    """How much one segment was edited: its AI and edited volumes, mL added and removed, Dice between them."""
+    return (f"&nbsp;&nbsp;{_text(stats.name, 80)}: AI {stats.ai_volume_ml:.2f} mL, edited "
+            f"{stats.corrected_volume_ml:.2f} mL (+{stats.added_ml:.2f} / -{stats.removed_ml:.2f} mL; Dice "
+            f"{stats.dice:.3f} between the two)")
 
 
 def _text(value: object, limit: int = 600) -> str:
@@ -521,6 +532,7 @@ def pdf_bytes(report: PdfReport) -> bytes:
     story = [Paragraph("Segmentation report", s["title"]),
              Paragraph(f"MedSeg, {made}. {_text(NOT_A_DIAGNOSIS)}", s["warn"]), Spacer(1, 4),
              *_identifier_rows(report, s), Spacer(1, 3), Paragraph(f"<b>Mask:</b> {edited}", s["body"]),
+             *[Paragraph(_edit_line(e), s["body"]) for e in report.edits if e.edited],
              *[Paragraph(f"Warning: {_text(w, 400)}", s["alert"]) for w in report.warnings],
              Paragraph("Volumes", s["h"]), *_volume_table(report, s, bold),
              *_key_images(report, s, doc.width),

@@ -3,6 +3,8 @@ from the real 20-slice CT series, read back and compared in physical space; bad 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,14 @@ def test_the_corrected_result_is_exported_as_it_is_now(scene, result, tmp_path):
         volumes = [m.value for m in group.get_measurements() if m.name.meaning == "Volume"]
         assert volumes[0] == pytest.approx(table[segment.SegmentLabel]["volume_ml"], rel=1e-9)  # then the interval
     assert files.pdf.read_bytes().startswith(b"%PDF") and files.pdf.stat().st_size > 10_000
+    if shutil.which("pdftotext"):  # the PDF says how much each edited segment changed, as the table does
+        text = " ".join(subprocess.run(["pdftotext", str(files.pdf), "-"], capture_output=True, text=True,
+                                       encoding="utf-8", check=True).stdout.split())
+        edited_rows = [r for r in table.values() if r["added_ml"] or r["removed_ml"]]
+        assert edited_rows
+        for row in edited_rows:
+            line = f"AI {row['ai_volume_ml']:.2f} mL, edited {row['corrected_volume_ml']:.2f} mL"
+            assert line in text, (line, text[:600])
     assert sorted(p.name for p in files.meshes) == sorted(
         p.name for p in files.meshes[0].parent.iterdir()) and len(files.meshes) == 4
     assert all(p.stat().st_size > 84 for p in files.meshes)  # STL header + count, OBJ: not empty
