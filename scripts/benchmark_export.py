@@ -37,7 +37,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +45,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "MedSegExtension"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchmark_inference import PeakRSS, _segmenter  # noqa: E402  (the peer benchmark's memory sampler and U-Net)
 
-SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", "/work/shared/data"))
+SHARED = Path(os.environ.get("MEDSEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CT_SERIES = SHARED / "examples/totalsegmentator/dicom_repaired"
 CT_LABELS = SHARED / "examples/totalsegmentator/example_seg.nii.gz"
 SYNTHETIC_SHAPE = (300, 512, 512)  # (z, y, x)
@@ -56,35 +57,6 @@ SYNTHETIC_LABELS = 105
 README_SEGMENT_SECONDS = 342.0  # README performance table: 512x512x300, 105 classes, MedSeg bf16, CPU
 STEPS = ("read_source", "read_image", "measure", "seg", "sr", "pdf", "meshes", "export")
 SEG_TARGET_SECONDS, SEG_TARGET_GIB, EXPORT_TARGET_FRACTION = 20.0, 2.0, 0.25
-
-
-# ------------------------------------------------------------------------------------------------- memory
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples the resident set size every 5 ms during a ``with`` block."""
-
-    def __enter__(self):
-        self.base = self.peak = _rss()
-        self._stop = False
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self):
-        while not self._stop:
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -351,9 +323,6 @@ STEP_FUNCTIONS = {"read_source": _read_source, "read_image": _read_image, "measu
 
 def run_segment(folder: Path, classes: int) -> dict:
     """The README benchmark U-Net (random weights, `classes` classes) segmenting the case's image."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from benchmark_inference import _segmenter
-
     from medseg.inference import SegmentOptions
 
     d = _load(folder, {"image"})

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fit a model's calibration on its validation cases: a temperature and a conformal volume interval.
 
-    .venv/bin/python scripts/calibrate.py --model hippocampus-unet3d --images /work/shared/data/hippocampus/imagesTr \\
-        --labels /work/shared/data/hippocampus/labelsTr --split Resources/Models/hippocampus-unet3d.split.json \\
+    .venv/bin/python scripts/calibrate.py --model hippocampus-unet3d --images ../shared/data/hippocampus/imagesTr \\
+        --labels ../shared/data/hippocampus/labelsTr --split Resources/Models/hippocampus-unet3d.split.json \\
         [--band-mm 3] [--level 0.9] [--out scripts/results/calibration_hippocampus-unet3d.json]
 
 Each validation case of the split is segmented (default options, the card's calibration ignored: T = 1).

@@ -85,7 +85,9 @@ def main() -> int:
                                          replay=DATA, replay_split=replay_split, force=True,
                                          num_threads=args.threads))
         seconds = time.perf_counter() - started
-    assert result.used == used
+    if result.used != used:
+        raise RuntimeError(f"the fine-tune used {result.used} corrections, not the {used} written for it; "
+                           f"check the corrections folder {tmp / 'shifted'}")
     s = result.scores
 
     def row(kind: str) -> dict:

@@ -49,7 +49,8 @@ from .calibration import VolumeIntervalCalibration
 from .card import Label
 from .geometry import LPS_TO_RAS, Geometry
 
-__all__ = ["TABLE_COLUMNS", "LabelMeasurement", "label_bounding_boxes", "measure_labels", "measurements_table"]
+__all__ = ["TABLE_COLUMNS", "LabelMeasurement", "box_lps", "label_bounding_boxes", "measure_labels",
+           "measurements_table"]
 
 TTA_RANGE = "TTA range (min-max over the flips; not a calibrated interval)"
 Vec3 = tuple[float, float, float]
@@ -193,7 +194,7 @@ def _measure_one(labels, geometry, spec, stat, image, probabilities, volume_pass
         label_id=int(spec.id), name=spec.name, voxel_count=count, volume_ml=count * geometry.voxel_volume_ml,
         soft_volume_ml=soft, volume_interval_ml=interval, surface_area_mm2=area,
         centroid_lps=_vec(centroid), centroid_ras=_vec(LPS_TO_RAS @ centroid),
-        bbox_lps=_bbox_lps(geometry, box), largest_diameter_mm=largest_diameter_mm(mask, geometry),
+        bbox_lps=box_lps(geometry, box), largest_diameter_mm=largest_diameter_mm(mask, geometry),
         intensity_mean=mean, intensity_std=std, volume_interval_method=method,
     )
 
@@ -202,7 +203,8 @@ def _vec(v) -> Vec3:
     return tuple(float(x) for x in v)
 
 
-def _bbox_lps(geometry: Geometry, box: Box) -> tuple[Vec3, Vec3]:
+def box_lps(geometry: Geometry, box: Box) -> tuple[Vec3, Vec3]:
+    """Axis-aligned LPS box of the voxels of index box `box` (slices, array order) including their extent."""
     lo = np.array([s.start for s in box][::-1], dtype=float) - 0.5
     hi = np.array([s.stop for s in box][::-1], dtype=float) - 0.5
     corners = np.array([[hi[a] if bit else lo[a] for a, bit in enumerate(bits)]

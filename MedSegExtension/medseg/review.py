@@ -23,7 +23,6 @@ Definitions (every distance in patient millimetres, through the label map's :cla
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -32,6 +31,7 @@ import SimpleITK as sitk
 
 from .card import Label
 from .geometry import LPS_TO_RAS, Geometry
+from .measure import box_lps
 
 __all__ = ["Review", "ReviewOptions", "ReviewRegion", "SegmentConfidence", "review_result", "segment_bands"]
 
@@ -268,7 +268,7 @@ def _regions(labels, uncertainty, band, geometry, specs, options) -> list[Review
     rows.sort(key=lambda r: (-round(r[0], 12), r[1], r[2]))
     return [ReviewRegion(number, label_id, names.get(label_id, "background"), int(sizes[keep[n]]),
                          float(volumes[n]), float(means[n]), float(peaks[keep[n]]), score, _vec(lps[n]),
-                         _vec(LPS_TO_RAS @ lps[n]), _vec(ijk[n]), _bbox_lps(geometry, boxes[keep[n]]))
+                         _vec(LPS_TO_RAS @ lps[n]), _vec(ijk[n]), box_lps(geometry, boxes[keep[n]]))
             for number, (score, label_id, _, n) in enumerate(rows[:options.max_regions], start=1)]
 
 
@@ -294,13 +294,3 @@ def _region_labels(labels, comp, where, keep, boxes, geometry, specs, options) -
 
 def _vec(v) -> Vec3:
     return tuple(float(x) for x in v)
-
-
-def _bbox_lps(geometry: Geometry, box) -> tuple[Vec3, Vec3]:
-    """Axis-aligned LPS box of the voxels of index box `box` including their extent (as ``medseg.measure``)."""
-    lo = np.array([s.start for s in box][::-1], dtype=float) - 0.5
-    hi = np.array([s.stop for s in box][::-1], dtype=float) - 0.5
-    corners = np.array([[hi[a] if bit else lo[a] for a, bit in enumerate(bits)]
-                        for bits in itertools.product((0, 1), repeat=3)])
-    lps = geometry.index_to_lps(corners)
-    return _vec(lps.min(axis=0)), _vec(lps.max(axis=0))
