@@ -35,6 +35,7 @@ __all__ = [
     "channel_labels",
     "describe_card",
     "device_summary",
+    "finetuned_title",
     "format_calibration",
     "format_metrics",
     "html_text",
@@ -114,8 +115,21 @@ def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
         except (OSError, ValueError) as exc:
             problems.append(f"{path}: {exc}")
             continue
-        choices.append(ModelChoice(path, printable(f"{card.name} ({Path(path).name})"), card, False))
+        text = finetuned_title(card) or printable(f"{card.name} ({Path(path).name})")
+        choices.append(ModelChoice(path, text, card, False))
     return choices, problems
+
+
+def finetuned_title(card: ModelCard) -> str | None:
+    """A fine-tuned model's name in the picker, from its card's lineage (``training.fine_tune``):
+    ``hippocampus-unet3d (fine-tuned 2026-12-02, 10 cases)``; None for a model that was not fine-tuned."""
+    lineage = (card.training or {}).get("fine_tune")
+    if not isinstance(lineage, dict):
+        return None
+    parent = (lineage.get("parent") or {}).get("name") or card.name
+    day = str(lineage.get("date") or "")[:10] or "?"
+    used = len((lineage.get("corrections") or {}).get("used") or [])
+    return printable(f"{parent} (fine-tuned {day}, {used} case{'s' if used != 1 else ''})")
 
 
 def saved_paths(value: Any) -> list[str]:

@@ -75,7 +75,8 @@ def _case_name(folder: Path, name: str) -> str:
 
 def save_training_case(scene, segmentation_node, folder: str | os.PathLike[str], volume_node=None,
                        card: ModelCard | None = None, checkpoint_sha256: str | None = None,
-                       case_name: str | None = None, now: dt.datetime | None = None) -> dict[str, Path]:
+                       case_name: str | None = None, now: dt.datetime | None = None,
+                       model: str | None = None) -> dict[str, Path]:
     """Save the result's image, corrected mask, AI mask and provenance as one case of a corrections folder.
 
     Args:
@@ -87,6 +88,8 @@ def save_training_case(scene, segmentation_node, folder: str | os.PathLike[str],
             checkpoint the result names).
         case_name: the case's file name (None: the source volume's name; ``_2``, ``_3`` added if taken).
         now: the date recorded (None: now, UTC).
+        model: the bundled model's name or the checkpoint path that made the result (None: the name the result
+            records, which only finds a bundled model); its card must be the one that made the result.
 
     Returns:
         ``{"image"|"label"|"prediction"|"provenance"|"dataset": path}``.
@@ -96,7 +99,7 @@ def save_training_case(scene, segmentation_node, folder: str | os.PathLike[str],
         OutputError: a file could not be written; nothing was changed.
     """
     del scene
-    card, sha256 = _model(segmentation_node, None, card, checkpoint_sha256, False)
+    card, sha256 = _model(segmentation_node, model, card, checkpoint_sha256, False)
     if len(card.inputs) != 1:
         raise ValueError(f"model {printable(card.name)} takes {len(card.inputs)} channels; saving training cases "
                          f"supports single-channel models only")

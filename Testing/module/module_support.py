@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_FILE = REPO / "MedSegExtension" / "MedSeg.py"
+WIDGETS_DIR = REPO / "MedSegExtension" / "MedSegWidgets"  # the module's helpers (logic facade, panel parts)
 UI_FILE = REPO / "Resources" / "UI" / "MedSeg.ui"
 SAMPLE = REPO / "Resources" / "Samples" / "hippocampus_001_T1w.nii.gz"
 
@@ -22,3 +23,9 @@ def parameters(**changes) -> SimpleNamespace:
                   activationClass="", replacePrevious=True, overlayOpacity=0.5)
     values.update(changes)
     return SimpleNamespace(**values)
+
+
+def module_sources() -> str:
+    """MedSeg.py and every file of its helper package MedSegWidgets/, as one text."""
+    files = [MODULE_FILE, *sorted(WIDGETS_DIR.glob("*.py"))]
+    return "\n".join(f.read_text(encoding="utf-8") for f in files)

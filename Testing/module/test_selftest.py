@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import vtk
-from module_support import MODULE_FILE, SAMPLE
+from module_support import SAMPLE, module_sources
 
 slicer = pytest.importorskip("slicer", reason="needs the real Slicer core: pip install slicer-core")
 
@@ -58,7 +58,7 @@ def test_painting_a_segment_fires_the_observed_events_and_the_table_follows(scen
     applied = SegmentationRun(scene, ModelCache()).run(volume, model[0], device="cpu")
     segmentation = scene.GetNodeByID(applied.segmentation_id)
     table = scene.GetNodeByID(applied.table_id)
-    observed = re.search(r"return \(seg\.(\w+), seg\.(\w+), seg\.(\w+), source\)", MODULE_FILE.read_text()).groups()
+    observed = re.search(r"return \(seg\.(\w+), seg\.(\w+), seg\.(\w+), source\)", module_sources()).groups()
     names = [*observed, "SourceRepresentationModified"]
     events = {getattr(slicer.vtkSegmentation, name): name for name in names}
     fired = []

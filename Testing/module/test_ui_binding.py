@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from module_support import MODULE_FILE, REPO
+from module_support import MODULE_FILE, REPO, WIDGETS_DIR, module_sources
 
 # Fields bound by hand in MedSeg.py: their combo boxes list the models found and the labels of the model's card, which
 # the wrapper's QComboBox connector (a fixed Choice list) cannot do.
@@ -34,6 +34,9 @@ EXPECTED_CLASSES = {
     "segmentEditorWidget": "qMRMLSegmentEditorWidget", "saveButton": "QPushButton",
     "reviewListWidget": "QListWidget", "reviewNextButton": "QPushButton", "exportButton": "QPushButton",
     "guidedThresholdSlider": "ctkSliderWidget", "guidedAddButton": "QPushButton", "guidedRemoveButton": "QPushButton",
+    "correctionsFolderButton": "ctkDirectoryButton", "saveTrainingCaseButton": "QPushButton",
+    "finetuneButton": "QPushButton", "finetuneCancelButton": "QPushButton", "finetuneProgressBar": "QProgressBar",
+    "finetuneStatusLabel": "QLabel",
 }
 
 # Which widget classes the parameter node wrapper connects to which field type (Slicer's guiConnectors.py).
@@ -129,7 +132,7 @@ def used_ui_names(source: str) -> set[str]:
 
 def test_every_ui_name_the_module_uses_exists_with_its_class(ui_tree):
     widgets = ui_widgets(ui_tree)
-    used = used_ui_names(MODULE_FILE.read_text(encoding="utf-8"))
+    used = used_ui_names(module_sources())
     assert used, "found no ui.<name> in MedSeg.py"
     unknown = sorted(used - EXPECTED_CLASSES.keys())
     assert not unknown, f"MedSeg.py uses {unknown}: add each to EXPECTED_CLASSES with its widget class"
@@ -196,22 +199,28 @@ def test_module_loads_no_engine_code(module_ast):
     or the bridge modules that need it (they are imported inside the functions that use them)."""
     allowed = {"logging", "os", "pathlib", "time", "typing", "qt", "vtk", "slicer", "slicer.i18n",
                "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule", "slicer.util",
-               "MedSegLib.dependencies", "MedSegLib.panel"}
-    for node in module_ast.body:
+               "MedSegLib.dependencies", "MedSegLib.panel", "__future__", "sys", "collections.abc",
+               "MedSegWidgets.common", "MedSegWidgets.learning", "MedSegWidgets.logic", "MedSegWidgets.reloading",
+               "MedSegWidgets.results"}
+    helpers = [ast.parse(f.read_text(encoding="utf-8")) for f in sorted(WIDGETS_DIR.glob("*.py"))]
+    for node in [*module_ast.body, *(n for tree in helpers for n in tree.body)]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [node.module]
         else:
             continue
-        assert set(names) <= allowed, f"MedSeg.py imports {names} at load time"
+        if isinstance(node, ast.ImportFrom) and node.level:  # MedSegWidgets' own modules
+            names = [f"MedSegWidgets.{node.module}"]
+        assert set(names) <= allowed, f"MedSeg.py or MedSegWidgets imports {names} at load time"
 
 
 def test_the_qt_free_helpers_import_without_torch_and_simpleitk():
     code = ("import sys\n"
             "for name in ('torch', 'SimpleITK', 'safetensors', 'qt', 'medseg.inference', 'medseg.checkpoint'):\n"
             "    sys.modules[name] = None  # importing any of them now fails\n"
-            "import MedSegLib.dependencies, MedSegLib.panel, MedSegLib.worker\n"
+            "import MedSegLib.dependencies, MedSegLib.panel, MedSegLib.worker, MedSegLib.finetune_job\n"
+            "import MedSegWidgets.reloading\n"
             "print(MedSegLib.panel.Device.label(MedSegLib.panel.Device.GPU))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO / "MedSegExtension", capture_output=True, text=True,
                          timeout=60)
