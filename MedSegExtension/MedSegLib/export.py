@@ -29,6 +29,7 @@ from medseg.geometry import Geometry
 from medseg.io import write_image, write_segmentation
 
 from .corrections import ai_labels
+from .i18n import tr
 from .segmentation import TABLE_ROLE, labelmap_from_segmentation, layers, segment_labels, source_volume
 from .tables import csv_text, table_rows
 from .volumes import matrix_from_vtk
@@ -60,8 +61,8 @@ def _write_seg_nrrd(path: Path, segmentation_node, labels, geometry: Geometry) -
     storage.SetFileName(str(path))
     storage.SetCropToMinimumExtent(False)
     if not storage.WriteData(segmentation_node):
-        raise OSError(f"cannot write {path}: Slicer's segmentation writer failed; check that the folder is writable "
-                      f"and has free space")
+        raise OSError(tr("cannot write {path}: Slicer's segmentation writer failed; check that the folder is writable "
+                         "and has free space").format(path=path))
 
 
 def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=None, table_node=None,
@@ -84,7 +85,8 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; use {', '.join(FORMATS)}")
+        raise ValueError(tr("unknown export format(s) {unknown}; use {formats}").format(unknown=unknown,
+                                                                                       formats=", ".join(FORMATS)))
     folder = Path(folder)
     name = _safe_name(base_name or segmentation_node.GetName())
     targets = {fmt: folder / (f"{name}_ai.nii.gz" if fmt == "ai.nii.gz" else f"{name}.{fmt}") for fmt in formats}
@@ -97,8 +99,8 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
         targets.pop("ai.nii.gz", None)
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist(s); pick another folder or name, or allow "
-                              f"overwriting")
+        raise FileExistsError(tr("{files} already exist(s); pick another folder or name, or allow overwriting")
+                              .format(files=", ".join(existing)))
     volume_node = source_volume(segmentation_node, volume_node)
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(ijk_to_ras)

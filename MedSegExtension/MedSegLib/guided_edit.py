@@ -33,13 +33,15 @@ import vtk
 from medseg.guided_edit import region_at, threshold_mask
 from medseg.text import printable
 
+from .i18n import tr
 from .segmentation import _oriented_labelmap, _segment_ids, labelmap_from_segmentation, overlay_nodes, source_volume
 from .volumes import world_ijk_to_ras
 
 __all__ = ["add_region_at", "apply_threshold", "probability_overlay", "remove_region_at", "undo_last_edit"]
 
 PROBABILITY_PREFIX = "probability:"
-_KEEP_HINT = 'enable "keep probabilities" (the run option "probability of each label") and run the model again'
+def _keep_hint() -> str:
+    return tr('enable "keep probabilities" (the run option "probability of each label") and run the model again')
 
 
 @dataclass
@@ -69,7 +71,8 @@ def probability_overlay(segmentation_node, segment_id: str):
     """The segment's probability overlay volume node; ValueError naming the fix when the result has none."""
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     if segment is None:
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
+        raise ValueError(tr("segmentation {segmentation!r} has no segment {segment!r}").format(
+            segmentation=segmentation_node.GetName(), segment=segment_id))
     name = segment.GetName()
     overlays = {kind: node for kind, node in overlay_nodes(segmentation_node).items()
                 if kind and kind.startswith(PROBABILITY_PREFIX)}
@@ -77,11 +80,13 @@ def probability_overlay(segmentation_node, segment_id: str):
         if printable(kind[len(PROBABILITY_PREFIX):]) == name:
             return node
     if not overlays:
-        raise ValueError(f"result {segmentation_node.GetName()!r} kept no probability maps, so segment {name!r} "
-                         f"cannot be edited along them: {_KEEP_HINT}")
+        raise ValueError(tr("result {result!r} kept no probability maps, so segment {segment!r} cannot be edited "
+                            "along them: {hint}").format(result=segmentation_node.GetName(), segment=name,
+                                                         hint=_keep_hint()))
     names = ", ".join(repr(k[len(PROBABILITY_PREFIX):]) for k in overlays)
-    raise ValueError(f"result {segmentation_node.GetName()!r} has no probability map for segment {name!r} (it has "
-                     f"{names}; a renamed segment no longer matches): {_KEEP_HINT} for this label")
+    raise ValueError(tr("result {result!r} has no probability map for segment {segment!r} (it has {names}; a renamed "
+                        "segment no longer matches): {hint} for this label").format(
+        result=segmentation_node.GetName(), segment=name, names=names, hint=_keep_hint()))
 
 
 def _probability(segmentation_node, segment_id: str, volume) -> np.ndarray:
@@ -89,8 +94,8 @@ def _probability(segmentation_node, segment_id: str, volume) -> np.ndarray:
     array = slicer.util.arrayFromVolume(node)
     dims = volume.GetImageData().GetDimensions()
     if array.shape != tuple(dims[::-1]):
-        raise ValueError(f"probability overlay {node.GetName()!r} is not on the grid of volume {volume.GetName()!r}; "
-                         f"run the model again")
+        raise ValueError(tr("probability overlay {overlay!r} is not on the grid of volume {volume!r}; run the model "
+                            "again").format(overlay=node.GetName(), volume=volume.GetName()))
     return array
 
 
@@ -135,7 +140,8 @@ def apply_threshold(scene, segmentation_node, segment_id: str, threshold: float,
     seed, written = memory.session.get(segment_id, (None, None))
     if written is None or not np.array_equal(written, mask):  # a new slider session
         if not mask.any():
-            raise ValueError(f"segment {segment_id!r} is empty: add a region (click) before moving the threshold")
+            raise ValueError(tr("segment {segment!r} is empty: add a region (click) before moving the threshold")
+                             .format(segment=segment_id))
         seed = mask
         _save(segmentation_node, save_state)
     new = threshold_mask(probability, threshold, seed_mask=seed, other_labels=other)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from medseg.text import printable  # standard library only: the panel still loads without PyTorch
 
+from .i18n import tr
+
 if TYPE_CHECKING:
     from medseg.card import ModelCard
     from medseg.inference import SegmentOptions
@@ -63,7 +65,7 @@ class Device(enum.Enum):
 
     @staticmethod
     def label(member: Device) -> str:  # the parameter node wrapper's combo-box text for an enum member
-        return {"auto": "Auto (GPU if found)", "cuda": "GPU (CUDA)", "cpu": "CPU"}[member.value]
+        return {"auto": tr("Auto (GPU if found)"), "cuda": tr("GPU (CUDA)"), "cpu": tr("CPU")}[member.value]
 
 
 def resource_path(module_file: str | os.PathLike[str], relative: str) -> Path:
@@ -105,7 +107,8 @@ def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
     Returns:
         (choices, problems): a user checkpoint that is gone or unreadable is left out and its problem listed.
     """
-    choices = [ModelChoice(e.name, printable(f"{e.name} (bundled)"), e.card, True) for e in bundled]
+    choices = [ModelChoice(e.name, printable(tr("{name} (bundled)").format(name=e.name)), e.card, True)
+               for e in bundled]
     problems = []
     for path in user_paths:
         if any(c.key == path for c in choices):
@@ -170,37 +173,42 @@ def describe_card(card: ModelCard) -> str:
     labels = ", ".join(label.name for label in card.foreground_labels)
     training = card.training
     lines = [card.summary,
-             f"{card.architecture}, {card.spatial_dims}D; input: {inputs}; labels: {labels}",
-             f"Trained on {training.get('dataset', 'an unnamed data set')} (license: {training.get('license', '?')})",
-             f"Validation: {format_metrics(card.metrics)}", format_calibration(card.calibration)]
+             tr("{architecture}, {dims}D; input: {inputs}; labels: {labels}").format(
+                 architecture=card.architecture, dims=card.spatial_dims, inputs=inputs, labels=labels),
+             tr("Trained on {dataset} (license: {license})").format(
+                 dataset=training.get("dataset", tr("an unnamed data set")), license=training.get("license", "?")),
+             tr("Validation: {metrics}").format(metrics=format_metrics(card.metrics)),
+             format_calibration(card.calibration)]
     return "\n".join(printable(line) for line in lines)
 
 
 def format_calibration(calibration: dict[str, Any] | None) -> str:
     """The card's calibration in one line: temperature and ECE, and the 90 % volume interval's coverage."""
     if not calibration:
-        return "Calibration: none (probabilities uncalibrated; volumes with a TTA range, not an interval)"
+        return tr("Calibration: none (probabilities uncalibrated; volumes with a TTA range, not an interval)")
     parts = []
     if "temperature" in calibration:
-        ece = (f", ECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
+        ece = (tr(", ECE {before:.3f} -> {after:.3f}").format(before=calibration["ece_before"],
+                                                                after=calibration["ece_after"])
                if isinstance(calibration.get("ece_before"), float) and isinstance(calibration.get("ece_after"), float)
                else "")
-        parts.append(f"temperature {calibration['temperature']:.3g}{ece}")
+        parts.append(tr("temperature {temperature:.3g}{ece}").format(temperature=calibration["temperature"], ece=ece))
     interval = calibration.get("volume_interval")
     if interval:
         coverage = [v.get("coverage_loo") for v in interval["per_label"].values()]
         known = [c for c in coverage if isinstance(c, float)]
-        parts.append(f"volumes with a {interval['level'] * 100:g} % interval"
-                     + (f" (validation coverage {min(known):.2f}-{max(known):.2f})" if known else ""))
-    return "Calibration: " + "; ".join(parts)
+        parts.append(tr("volumes with a {level:g} % interval").format(level=interval["level"] * 100)
+                     + (tr(" (validation coverage {low:.2f}-{high:.2f})").format(low=min(known), high=max(known))
+                        if known else ""))
+    return tr("Calibration: {parts}").format(parts="; ".join(parts))
 
 
 def done_message(seconds: float, device: str, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: how long it took and where, then each warning of the engine (an input unlike the
     model's training data, :func:`medseg.domain.domain_warnings`) for the user to read before trusting the result."""
-    text = f"Done in {seconds:.1f} s on {printable(device)}."
+    text = tr("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=printable(device))
     if warnings:
-        text += " Check the result: " + warnings_text(warnings).replace("\n", " ")
+        text += " " + tr("Check the result: {warnings}").format(warnings=warnings_text(warnings).replace("\n", " "))
     return text
 
 
@@ -211,13 +219,14 @@ def warnings_text(warnings: Sequence[str]) -> str:
 
 def card_tooltip(card: ModelCard, path: str | None = None) -> str:
     """The whole card, for the picker's tooltip."""
-    spacing = "input spacing" if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
+    spacing = tr("input spacing") if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
     lines = [describe_card(card),
-             printable(f"Patch {list(card.patch_size)}, spacing {spacing}, engine {card.engine_version}")]
+             printable(tr("Patch {patch}, spacing {spacing}, engine {engine}").format(
+                 patch=list(card.patch_size), spacing=spacing, engine=card.engine_version))]
     if card.description:
         lines.append(printable(card.description, newlines=True))
     if path:
-        lines.append(printable(f"File: {path}"))
+        lines.append(printable(tr("File: {path}").format(path=path)))
     return "\n".join(lines)
 
 
@@ -242,10 +251,11 @@ def channel_labels(card: ModelCard | None) -> list[str]:
         ValueError: the model needs more channels than the panel has selectors.
     """
     if card is None:
-        return ["Input volume:", "", ""]
+        return [tr("Input volume:"), "", ""]
     if len(card.inputs) > len(CHANNEL_FIELDS):
-        raise ValueError(f"model {card.name!r} needs {len(card.inputs)} input volumes; the panel has "
-                         f"{len(CHANNEL_FIELDS)}: run it with `medseg segment` on the command line")
+        raise ValueError(tr("model {model!r} needs {count} input volumes; the panel has {fields}: run it with "
+                            "`medseg segment` on the command line").format(model=card.name, count=len(card.inputs),
+                                                                          fields=len(CHANNEL_FIELDS)))
     labels = [printable(f"{c.name} ({c.modality}):") for c in card.inputs]
     return labels + [""] * (len(CHANNEL_FIELDS) - len(labels))
 
@@ -259,7 +269,8 @@ def input_volumes(parameters: Any, card: ModelCard) -> list:
 def device_summary(found: Sequence[str]) -> str:
     """The line beside the device picker, from ``medseg.device.available_devices()``."""
     gpus = [d for d in found if d != "cpu"]
-    return ("Found: " + ", ".join(gpus) + " and the CPU") if gpus else "No GPU found: runs on the CPU"
+    return (tr("Found: {gpus} and the CPU").format(gpus=", ".join(gpus)) if gpus
+            else tr("No GPU found: runs on the CPU"))
 
 
 # ---------------------------------------------------------------------------------------------- run settings
@@ -327,14 +338,15 @@ def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
 
 def review_item_text(region: Any) -> str:
     """The review list's line for a ``medseg.review.ReviewRegion``: number, segment, size and mean uncertainty."""
-    return printable(f"{region.id}. {region.label_name}: {region.volume_ml * 1000:.0f} mm3, "
-                     f"uncertainty {region.mean_uncertainty:.2f}")
+    return printable(tr("{number}. {segment}: {volume:.0f} mm3, uncertainty {uncertainty:.2f}").format(
+        number=region.id, segment=region.label_name, volume=region.volume_ml * 1000,
+        uncertainty=region.mean_uncertainty))
 
 
 def overlay_label(kind: str) -> str:
     """The overlay picker's text for an overlay kind of ``MedSegLib.run``."""
     if kind.startswith("activation:"):
-        return printable(f"Grad-CAM: {kind.split(':', 1)[1]}")
+        return printable(tr("Grad-CAM: {name}").format(name=kind.split(":", 1)[1]))
     if kind.startswith("probability:"):
-        return printable(f"Probability: {kind.split(':', 1)[1]}")
-    return {"uncertainty": "Uncertainty (entropy)", "tta_variance": "TTA variance"}.get(kind, kind)
+        return printable(tr("Probability: {name}").format(name=kind.split(":", 1)[1]))
+    return {"uncertainty": tr("Uncertainty (entropy)"), "tta_variance": tr("TTA variance")}.get(kind, kind)

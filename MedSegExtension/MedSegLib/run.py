@@ -40,6 +40,7 @@ from medseg.text import printable
 from .backup import NodeBackup
 from .corrections import AI_MASK_ROLE, store_ai_mask
 from .display import heat_color_node, show_overlay, style_overlay
+from .i18n import tr
 from .segmentation import (
     MODEL_ATTRIBUTE,
     OVERLAY_KIND_ATTRIBUTE,
@@ -159,8 +160,11 @@ def _check_channel_count(card: ModelCard, given: int) -> None:
     names = [c.name for c in card.inputs]
     if given != len(names):
         modalities = ", ".join(f"{c.name} ({c.modality})" for c in card.inputs)
-        raise ValueError(f"model {card.name!r} needs {len(names)} input volume(s): {modalities}; {given} "
-                         f"{'was' if given == 1 else 'were'} given. Pick one volume for each, in this order")
+        template = (tr("model {model!r} needs {count} input volume(s): {modalities}; {given} was given. Pick one "
+                       "volume for each, in this order") if given == 1 else
+                    tr("model {model!r} needs {count} input volume(s): {modalities}; {given} were given. Pick one "
+                       "volume for each, in this order"))
+        raise ValueError(template.format(model=card.name, count=len(names), modalities=modalities, given=given))
 
 
 def read_inputs(volume_nodes, card: ModelCard | None = None, roi_node=None) -> RunInputs:
@@ -288,7 +292,8 @@ def _shown(overlays: list[_Overlay], choice: str | None) -> str | None:
     if choice == "auto":
         return kinds[0]
     if choice not in kinds:
-        raise ValueError(f"overlay {choice!r} was not computed in this run; available: {', '.join(kinds)}")
+        raise ValueError(tr("overlay {choice!r} was not computed in this run; available: {kinds}").format(
+            choice=choice, kinds=", ".join(kinds)))
     return choice
 
 
@@ -296,8 +301,8 @@ def _input_volume(scene, inputs: RunInputs):
     volume = scene.GetNodeByID(inputs.volume_id)
     image = volume.GetImageData() if volume is not None else None
     if image is None or tuple(image.GetDimensions()) != tuple(inputs.shape[::-1]):
-        raise ValueError(f"volume {inputs.volume_name!r} was removed or changed while it was being segmented; "
-                         f"nothing was added to the scene: run again")
+        raise ValueError(tr("volume {volume!r} was removed or changed while it was being segmented; nothing was "
+                            "added to the scene: run again").format(volume=inputs.volume_name))
     return volume
 
 

@@ -32,6 +32,7 @@ from medseg.io import terminology_from_tags, terminology_string
 from medseg.measure import LabelMeasurement
 from medseg.text import printable
 
+from .i18n import tr
 from .volumes import image_data_from_array
 
 __all__ = [
@@ -230,7 +231,8 @@ def labelmap_from_segmentation(segmentation_node, reference_volume, segment_ids:
     if not ids:
         return np.zeros(dims[::-1], dtype=dtype)
     if not segmentation_node.GetSegmentation().CreateRepresentation(BINARY_LABELMAP):
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} cannot be converted to a binary labelmap")
+        raise ValueError(tr("segmentation {segmentation!r} cannot be converted to a binary labelmap").format(
+            segmentation=segmentation_node.GetName()))
     id_array, value_array = vtk.vtkStringArray(), vtk.vtkIntArray()
     for sid, value in zip(ids, values, strict=True):
         id_array.InsertNextValue(sid)
@@ -288,8 +290,8 @@ def source_volume(segmentation_node, volume_node=None):
     node = segmentation_node.GetNodeReference(SOURCE_VOLUME_ROLE) or segmentation_node.GetNodeReference(
         segmentation_node.GetReferenceImageGeometryReferenceRole())
     if node is None:
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} has no source volume; pick the volume it "
-                         f"was made on")
+        raise ValueError(tr("segmentation {segmentation!r} has no source volume; pick the volume it was made on")
+                         .format(segmentation=segmentation_node.GetName()))
     return node
 
 

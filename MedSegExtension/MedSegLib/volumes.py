@@ -26,6 +26,8 @@ from vtk.util import numpy_support
 from medseg.geometry import LPS_TO_RAS, Geometry
 from medseg.io import DIRECTION_TOLERANCE, ORIGIN_TOLERANCE_MM, SPACING_TOLERANCE_MM, check_volume
 
+from .i18n import tr
+
 __all__ = [
     "SCALAR_VOLUME_CLASSES",
     "array_from_volume",
@@ -42,8 +44,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCALAR_VOLUME_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode")
-_HARDEN_HINT = ("harden the transform (Data module: right-click the volume > 'Harden transform') or resample the "
-                "volume (Resample Scalar/Vector/DWI Volume), then segment the result")
+def _harden_hint() -> str:
+    return tr("harden the transform (Data module: right-click the volume > 'Harden transform') or resample the "
+              "volume (Resample Scalar/Vector/DWI Volume), then segment the result")
 
 
 def _name(node) -> str:
@@ -75,8 +78,9 @@ def world_ijk_to_ras(node) -> np.ndarray:
     if parent is None:
         return ijk_to_ras
     if not parent.IsTransformToWorldLinear():
-        raise ValueError(f"volume {_name(node)!r} is under the non-linear transform {_name(parent)!r}: MedSeg "
-                         f"segments voxels on a regular grid; {_HARDEN_HINT}")
+        raise ValueError(tr("volume {volume!r} is under the non-linear transform {transform!r}: MedSeg segments "
+                            "voxels on a regular grid; {hint}").format(volume=_name(node), transform=_name(parent),
+                                                                      hint=_harden_hint()))
     to_world = vtk.vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(to_world)
     return matrix_from_vtk(to_world) @ ijk_to_ras
@@ -88,13 +92,15 @@ def geometry_from_volume(node) -> Geometry:
     axes = matrix[:3, :3]
     spacing = np.linalg.norm(axes, axis=0)
     if np.any(spacing <= 0) or not np.all(np.isfinite(axes)):
-        raise ValueError(f"volume {_name(node)!r} has voxel spacing {tuple(spacing)} mm: spacing must be positive; "
-                         f"fix it in the Volumes module (Volume Information)")
+        raise ValueError(tr("volume {volume!r} has voxel spacing {spacing} mm: spacing must be positive; fix it in "
+                            "the Volumes module (Volume Information)").format(volume=_name(node),
+                                                                              spacing=tuple(spacing)))
     direction = axes / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         parent = node.GetParentTransformNode()
-        raise ValueError(f"volume {_name(node)!r}: its parent transform {_name(parent)!r} shears or scales the voxel "
-                         f"axes unevenly, so they are no longer perpendicular; {_HARDEN_HINT} (resampling)")
+        raise ValueError(tr("volume {volume!r}: its parent transform {transform!r} shears or scales the voxel axes "
+                            "unevenly, so they are no longer perpendicular; {hint} (resampling)").format(
+            volume=_name(node), transform=_name(parent), hint=_harden_hint()))
     return Geometry.from_ijk_to_ras(matrix)
 
 
@@ -124,29 +130,34 @@ def check_scalar_volume(node, what: str = "input volume", allow_single_slice: bo
             or a single slice.
     """
     if node is None:
-        raise ValueError(f"no {what} selected; pick a volume in the panel (load one with Add Data or a DICOM "
-                         f"series first)")
+        raise ValueError(tr("no {what} selected; pick a volume in the panel (load one with Add Data or a DICOM "
+                            "series first)").format(what=what))
     if not node.IsA("vtkMRMLVolumeNode"):
-        raise ValueError(f"{what} {_name(node)!r} is a {node.GetClassName()}, not a volume; pick an image volume")
+        raise ValueError(tr("{what} {name!r} is a {kind}, not a volume; pick an image volume").format(
+            what=what, name=_name(node), kind=node.GetClassName()))
     image = node.GetImageData()
     components = image.GetNumberOfScalarComponents() if image is not None else 1
     if node.GetClassName() not in SCALAR_VOLUME_CLASSES or components != 1:
-        raise ValueError(f"{what} {_name(node)!r} is a {node.GetClassName()} with {components} component(s) per "
-                         f"voxel (a vector, color or diffusion volume): a scalar volume is expected; extract one "
-                         f"component or convert it to a scalar volume (Vector to Scalar Volume module)")
+        raise ValueError(tr("{what} {name!r} is a {kind} with {components} component(s) per voxel (a vector, color "
+                            "or diffusion volume): a scalar volume is expected; extract one component or convert it "
+                            "to a scalar volume (Vector to Scalar Volume module)").format(
+            what=what, name=_name(node), kind=node.GetClassName(), components=components))
     frames = _sequence_of(node)
     if frames is not None:
         browser, sequence = frames
-        raise ValueError(f"{what} {_name(node)!r} is the current frame of the 4D sequence {_name(sequence)!r} "
-                         f"({sequence.GetNumberOfDataNodes()} frames, browser {_name(browser)!r}): pick one frame "
-                         f"and segment a copy of it (Data module: right-click > Clone), or give each frame as its "
-                         f"own volume")
+        raise ValueError(tr("{what} {name!r} is the current frame of the 4D sequence {sequence!r} ({frames} frames, "
+                            "browser {browser!r}): pick one frame and segment a copy of it (Data module: right-click "
+                            "> Clone), or give each frame as its own volume").format(
+            what=what, name=_name(node), sequence=_name(sequence), frames=sequence.GetNumberOfDataNodes(),
+            browser=_name(browser)))
     if image is None or image.GetNumberOfPoints() == 0 or image.GetPointData().GetScalars() is None:
-        raise ValueError(f"{what} {_name(node)!r} has no voxels; load the image again")
+        raise ValueError(tr("{what} {name!r} has no voxels; load the image again").format(what=what,
+                                                                                            name=_name(node)))
     dims = image.GetDimensions()
     if not allow_single_slice and min(dims) == 1:
-        raise ValueError(f"{what} {_name(node)!r} is a single slice ({dims[0]} x {dims[1]} x {dims[2]} voxels, a 2D "
-                         f"image): this model segments 3D volumes; load the whole series (all slices) as one volume")
+        raise ValueError(tr("{what} {name!r} is a single slice ({i} x {j} x {k} voxels, a 2D image): this model "
+                            "segments 3D volumes; load the whole series (all slices) as one volume").format(
+            what=what, name=_name(node), i=dims[0], j=dims[1], k=dims[2]))
 
 
 def array_from_volume(node, what: str = "input volume",
@@ -192,19 +203,21 @@ def arrays_from_volumes(nodes: Sequence, names: Sequence[str] | None = None,
     """
     nodes = list(nodes)
     if not nodes:
-        raise ValueError("no input volume selected; pick a volume in the panel")
-    names = list(names) if names is not None else [f"channel {n + 1}" for n in range(len(nodes))]
-    what = [f"input volume for {n!r}" if len(nodes) > 1 else "input volume" for n in names]
+        raise ValueError(tr("no input volume selected; pick a volume in the panel"))
+    names = list(names) if names is not None else [tr("channel {n}").format(n=n + 1) for n in range(len(nodes))]
+    what = [tr("input volume for {name!r}").format(name=n) if len(nodes) > 1 else tr("input volume") for n in names]
     first, geometry = array_from_volume(nodes[0], what[0], allow_single_slice)
     arrays = [first]
     for node, label in zip(nodes[1:], what[1:], strict=True):
         array, other = array_from_volume(node, label, allow_single_slice)
         differences = _grid_differences(first, geometry, array, other)
         if differences:
-            raise ValueError(f"volumes {_name(nodes[0])!r} ({names[0]}) and {_name(node)!r} ({label}) are on "
-                             f"different voxel grids: {'; '.join(differences)}. Resample {_name(node)!r} onto "
-                             f"{_name(nodes[0])!r} (Resample Scalar/Vector/DWI Volume, or Resample Image (BRAINS) "
-                             f"with {_name(nodes[0])!r} as reference) and pick the resampled volume")
+            raise ValueError(tr("volumes {first!r} ({first_label}) and {other!r} ({other_label}) are on different "
+                                "voxel grids: {differences}. Resample {other!r} onto {first!r} (Resample "
+                                "Scalar/Vector/DWI Volume, or Resample Image (BRAINS) with {first!r} as reference) "
+                                "and pick the resampled volume").format(
+                first=_name(nodes[0]), first_label=names[0], other=_name(node), other_label=label,
+                differences="; ".join(differences)))
         arrays.append(array)
     return np.stack(arrays), geometry
 
@@ -289,11 +302,11 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[int, int, int, int, int, int]
         ValueError: the ROI has no size or lies outside the volume.
     """
     if roi_node is None:
-        raise ValueError("no region of interest given")
+        raise ValueError(tr("no region of interest given"))
     size = tuple(roi_node.GetSize())
     if min(size) <= 0:
-        raise ValueError(f"region of interest {_name(roi_node)!r} has size {tuple(size)} mm: place it (Markups "
-                         f"module) so that it has a size on every axis")
+        raise ValueError(tr("region of interest {roi!r} has size {size} mm: place it (Markups module) so that it has "
+                            "a size on every axis").format(roi=_name(roi_node), size=tuple(size)))
     bounds = [0.0] * 6
     roi_node.GetObjectBounds(bounds)
     corners = np.array([[x, y, z, 1.0] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
@@ -306,9 +319,11 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[int, int, int, int, int, int]
         start = max(0, math.floor(lo[axis] - 0.5) + 1)  # first voxel whose extent [i - 0.5, i + 0.5] overlaps
         stop = min(dims[axis], math.ceil(hi[axis] + 0.5))  # one past the last one
         if start >= stop:
-            raise ValueError(f"region of interest {_name(roi_node)!r} is outside volume {_name(volume_node)!r} "
-                             f"(on axis {'ijk'[axis]} it covers voxels {lo[axis]:.1f} to {hi[axis]:.1f} of 0 to "
-                             f"{dims[axis] - 1}); move it over the volume (Markups module, or 'Fit to volume')")
+            raise ValueError(tr("region of interest {roi!r} is outside volume {volume!r} (on axis {axis} it covers "
+                                "voxels {low:.1f} to {high:.1f} of 0 to {last}); move it over the volume (Markups "
+                                "module, or 'Fit to volume')").format(
+                roi=_name(roi_node), volume=_name(volume_node), axis="ijk"[axis], low=lo[axis], high=hi[axis],
+                last=dims[axis] - 1))
         box += [start, stop]
     if any(b != full for b, full in zip(box, [0, dims[0], 0, dims[1], 0, dims[2]], strict=True)):
         log.info("region of interest %s: voxels %s of volume %s", _name(roi_node), box, _name(volume_node))

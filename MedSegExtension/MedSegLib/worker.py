@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .i18n import tr
+
 if TYPE_CHECKING:
     from medseg.inference import SegmentOptions
 
@@ -172,10 +174,10 @@ def start_segmentation(cache: ModelCache, model: str, device: str, inputs: RunIn
     from .run import compute
 
     def work(progress: ProgressFn, cancel) -> Any:
-        progress(0.0, "loading the model")
+        progress(0.0, tr("loading the model"))
         segmenter = cache.get(model, device)
         cancel.check()
-        progress(0.0, f"segmenting on {segmenter.device}")
+        progress(0.0, tr("segmenting on {device}").format(device=segmenter.device))
         return compute(segmenter, inputs, options, progress, cancel)
 
     return BackgroundTask(work, CancelToken(), name="MedSeg segmentation").start()

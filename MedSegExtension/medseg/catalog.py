@@ -1,7 +1,8 @@
 """Bundled models and sample data shipped in the extension's ``Resources/`` folder.
 
 ``Resources/`` is the repository's top-level folder in a source tree and ``<module dir>/Resources`` once
-CMake has installed the module into Slicer; both are searched.
+CMake has installed the module into Slicer; a wheel of the engine carries ``Models/`` and ``Samples/`` inside the
+package as ``medseg/resources/`` (setup.py copies them at build time). All three are searched.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def resources_dir() -> Path:
-    """The extension's Resources folder (installed layout first, then the source tree)."""
+    """The folder holding ``Models/`` and ``Samples/``: a wheel install's own copy, then the extension's Resources
+    installed beside the module in Slicer, then the source tree's."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "Resources", here.parent.parent / "Resources"):
+    for candidate in (here / "resources", here.parent / "Resources", here.parent.parent / "Resources"):
         if (candidate / "Models").is_dir():
             return candidate
     raise FileNotFoundError(f"no Resources/Models folder beside {here}; reinstall MedSeg or run from its source tree")

@@ -210,5 +210,6 @@ def test_ensure_requirements_asks_first_then_installs_and_checks_again():
     state, message = ensure_requirements(confirm(True), lambda version: None, pip_install, True, find_spec)
     assert state == "incomplete" and "PyTorch was not installed" in message  # the user stopped the extension's own
     state, message = ensure_requirements(confirm(True), install_torch, lambda specs: None, False, find_spec)
-    assert state == "incomplete" and message.startswith("Still missing or too old after installing: PyTorch (not installed), "
-                                                        "safetensors (not installed)")
+    assert state == "incomplete"
+    assert message.startswith("Still missing or too old after installing: PyTorch (not installed), safetensors (not "
+                              "installed)")
