@@ -20,7 +20,8 @@ Names, colors and codes are the segments' (a segment the user added gets the nex
 terminology, SCT Tissue); the algorithm identification is the model's card and checkpoint. Algorithm type:
 SEMIAUTOMATIC when :mod:`MedSegLib.corrections` finds an edit (or cannot tell: a result without its AI mask), else
 AUTOMATIC. Segments without voxels are left out of the SEG and SR (as the engine does; logged); a result with no
-voxel at all is refused.
+voxel at all is refused. With the AI mask at hand, the SR says per segment whether it was edited and, for an edited
+one, its AI volume, the mL added and removed and Dice/HD95 between the two (``medseg.dicom.sr``), as the PDF does.
 
 Nothing here changes the scene. Sending to a PACS is left to Slicer's own DICOM module.
 """
@@ -123,7 +124,7 @@ def export_result(scene, segmentation_node, output_folder: str | os.PathLike[str
         seg_path = sr_path = pdf_path = None
         if wanted_dicom:
             seg_path, sr_path = _dicom_files(files, folder_out, base, dicom_sr, labels, geometry, source, export_card,
-                                             sha256, edited, measurements)
+                                             sha256, edited, measurements, None if stats is None else stats.values())
         if pdf:
             pdf_path = _pdf_file(files, folder_out / f"{base}_report.pdf", image, labels, geometry, export_card,
                                  measurements, folder, None if stats is None else edited, (stats or {}).values())
@@ -299,7 +300,8 @@ def _export_card(card: ModelCard, specs: list[Label]) -> ModelCard:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _dicom_files(files, folder, base, with_sr, labels, geometry, source, card, sha256, edited, measurements):
+def _dicom_files(files, folder, base, with_sr, labels, geometry, source, card, sha256, edited, measurements,
+                 edits=None):
     from medseg.dicom import build_measurement_report, build_segmentation, dataset_bytes
 
     seg = build_segmentation(labels, geometry, source, card, checkpoint_sha256=sha256, edited=edited)
@@ -308,7 +310,8 @@ def _dicom_files(files, folder, base, with_sr, labels, geometry, source, card, s
     if not with_sr:
         return seg_path, None
     sr_path = folder / f"{base}_SR.dcm"
-    files[sr_path] = dataset_bytes(build_measurement_report(seg, measurements, source, card, edited=edited))
+    files[sr_path] = dataset_bytes(build_measurement_report(seg, measurements, source, card, edited=edited,
+                                                            edits=None if edits is None else list(edits)))
     return seg_path, sr_path
 
 

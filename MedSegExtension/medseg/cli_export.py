@@ -8,7 +8,10 @@ Choices:
   when it saves, names stay. Names, colors and codes in the DICOM files are the model card's; a segment with a
   name the model does not have is refused.
 - Edited or not cannot be read from a file, so ``medseg export`` writes SEMIAUTOMATIC (a person may have changed
-  it) unless ``--unedited`` says the file is MedSeg's output unchanged (then AUTOMATIC).
+  it) unless ``--unedited`` says the file is MedSeg's output unchanged (then AUTOMATIC), or ``--ai-labels`` gives
+  the AI's original label map saved with the result (``<name>_ai.nii.gz``, written by the panel's Save): then both
+  are compared on the source grid (``medseg.edits.compare_masks``), the algorithm type follows (AUTOMATIC when no
+  voxel changed), and the SR and PDF say per segment whether and how much it was edited.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .card import ModelCard
 from .catalog import resolve_checkpoint
 from .checkpoint import read_card
 from .cli_report import add_report_arguments, report_plan, write_report_files
+from .edits import any_edited, compare_masks
 from .geometry import Geometry
 from .io import SEGMENTATION_EXTENSION, read_image, read_segmentation
 from .measure import LabelMeasurement, measure_labels
@@ -87,8 +91,9 @@ def checkpoint_sha256(path: str | Path) -> str:
 class DicomExport:
     """What a DICOM SEG and SR are made of, besides the label map: source, model, checkpoint hash, edited."""
 
-    def __init__(self, source, card: ModelCard, sha256: str, edited: bool):
+    def __init__(self, source, card: ModelCard, sha256: str, edited: bool, edits: list | None = None):
         self.source, self.card, self.sha256, self.edited = source, card, sha256, edited
+        self.edits = edits  # medseg.edits.EditStats per label when the AI's mask is known (the SR says how much)
 
 
 def write_dicom(plan: dict[str, Path], outputs: OutputSet, export: DicomExport, labels: np.ndarray,
@@ -103,7 +108,8 @@ def write_dicom(plan: dict[str, Path], outputs: OutputSet, export: DicomExport, 
                              edited=export.edited, probabilities=probabilities)
     outputs.write_bytes(plan["--dicom-seg"], dataset_bytes(seg))
     if "--dicom-sr" in plan:
-        sr = build_measurement_report(seg, measurements, export.source, export.card, edited=export.edited)
+        sr = build_measurement_report(seg, measurements, export.source, export.card, edited=export.edited,
+                                      edits=export.edits)
         outputs.write_bytes(plan["--dicom-sr"], dataset_bytes(sr))
 
 
@@ -123,6 +129,9 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
                    "colors, codes and the algorithm identification")
     p.add_argument("--unedited", action="store_true", help="the file is MedSeg's output unchanged: algorithm type "
                    "AUTOMATIC (default SEMIAUTOMATIC: it may have been corrected)")
+    p.add_argument("--ai-labels", metavar="FILE", help="the AI's original label map saved with the result "
+                   "(<name>_ai.nii.gz): the SR and PDF then say per segment whether and how much it was edited, and "
+                   "the algorithm type is AUTOMATIC when nothing changed")
     add_dicom_arguments(p)
     add_report_arguments(p)
     p.set_defaults(func=cmd_export)
@@ -147,18 +156,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.model)
     card = read_card(checkpoint)
     plan.update(report_plan(args, card))
-    _check_plan(plan, [Path(args.segmentation), Path(args.source), checkpoint])
+    if args.ai_labels and args.unedited:
+        raise ValueError(f"--ai-labels {args.ai_labels} and --unedited: give one; with the AI's label map, whether "
+                         f"the segmentation was edited is measured")
+    _check_plan(plan, [Path(args.segmentation), Path(args.source), checkpoint]
+                + ([Path(args.ai_labels)] if args.ai_labels else []))
     source = read_dicom_source(args.source) if "--dicom-seg" in plan else None
     image, geometry = read_image(args.source)
     labels = _labels_on_grid(args.segmentation, card, image.shape, geometry)
     measurements = measure_labels(labels, geometry, card.labels, image=image)
-    export = DicomExport(source, card, checkpoint_sha256(checkpoint), edited=not args.unedited)
+    edits = None
+    if args.ai_labels:
+        ai = _ai_labels_on_grid(args.ai_labels, card, image.shape, geometry)
+        edits = compare_masks(ai, labels, geometry, [(lb.id, lb.name) for lb in card.foreground_labels])
+    edited = any_edited(edits) if edits is not None else not args.unedited
+    export = DicomExport(source, card, checkpoint_sha256(checkpoint), edited=edited, edits=edits)
     with OutputSet() as outputs:
         for path in plan.values():
             outputs.reserve(path)
         write_dicom(plan, outputs, export, labels, geometry, measurements)
         write_report_files(plan, outputs, image=image, labels=labels, geometry=geometry, card=card,
-                           measurements=measurements, source=args.source, edited=None if export.edited else False)
+                           measurements=measurements, source=args.source,
+                           edited=edited if edits is not None else (None if edited else False), edits=edits or ())
     for path in outputs.committed:
         print(f"wrote {path}")
     for m in measurements:
@@ -185,6 +204,21 @@ def _labels_on_grid(path: str, card: ModelCard, shape: tuple[int, ...], geometry
     if mapped.any() and not out.any():
         raise ValueError(f"{path} does not overlap the source series: none of its segments' voxels lie inside the "
                          f"series' volume; give the series it was made from")
+    return out
+
+
+def _ai_labels_on_grid(path: str, card: ModelCard, shape: tuple[int, ...], geometry: Geometry) -> np.ndarray:
+    """The AI's original label map (the model's label ids), resampled (nearest) onto the source grid."""
+    values, ai_geometry = read_image(path)
+    ai = values.astype(np.int64)
+    extra = sorted(set(np.unique(ai).tolist()) - {lb.id for lb in card.labels})
+    if extra or not np.array_equal(ai, values):
+        raise ValueError(f"--ai-labels {path}: values {extra[:10] or 'not integers'} are not label ids of model "
+                         f"{card.name} (0..{len(card.labels) - 1}); give the <name>_ai.nii.gz saved with this result")
+    out = _resample_nearest(ai.astype(np.uint16), ai_geometry, shape, geometry)
+    if ai.any() and not out.any():
+        raise ValueError(f"--ai-labels {path} does not overlap the source series; give the AI label map saved with "
+                         f"this result")
     return out
 
 

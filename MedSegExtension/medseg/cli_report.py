@@ -89,7 +89,8 @@ def source_identifiers(path: str | Path) -> dict[str, str]:
 def write_report_files(plan: dict[str, Path], outputs: OutputSet, *, image: np.ndarray, labels: np.ndarray,
                        geometry: Geometry, card: ModelCard, measurements: Sequence[LabelMeasurement],
                        source: str, overlay: np.ndarray | None = None, overlay_name: str = "",
-                       edited: bool | None = False, warnings: Sequence[str] = ()) -> None:
+                       edited: bool | None = False, warnings: Sequence[str] = (),
+                       edits: Sequence = ()) -> None:
     """Write the planned PDF and meshes into `outputs` (nothing when neither was asked for).
 
     Args:
@@ -97,13 +98,15 @@ def write_report_files(plan: dict[str, Path], outputs: OutputSet, *, image: np.n
         source: the input as the user gave it (a DICOM folder gives the patient/study identifiers).
         overlay: an uncertainty or Grad-CAM map in [0, 1], named by `overlay_name`.
         edited: the mask was changed by a user after the model made it; None: it may have been (``export``).
+        edits: per label, the AI's mask against this one (``medseg.edits.compare_masks``), for the PDF's lines on
+            how much each edited segment changed.
     """
     if "--pdf" in plan:
         from .report_pdf import PdfReport, write_pdf
 
         report = PdfReport(image, labels, geometry, card, list(measurements), overlay=overlay,
                            overlay_name=overlay_name, identifiers=source_identifiers(source), source=str(source),
-                           edited=edited, warnings=tuple(warnings))
+                           edited=edited, warnings=tuple(warnings), edits=tuple(edits))
         write_pdf(plan["--pdf"], report, outputs=outputs)
     mesh_keys = [key for key in plan if key.startswith("--meshes ")]
     if mesh_keys:

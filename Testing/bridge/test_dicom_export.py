@@ -136,6 +136,16 @@ def test_the_corrected_result_is_exported_as_it_is_now(scene, result, tmp_path):
     for group, segment in zip(groups, seg.SegmentSequence, strict=True):
         volumes = [m.value for m in group.get_measurements() if m.name.meaning == "Volume"]
         assert volumes[0] == pytest.approx(table[segment.SegmentLabel]["volume_ml"], rel=1e-9)  # then the interval
+        row, edits = table[segment.SegmentLabel], _sr_edit_items(group)
+        edited = bool(row["added_ml"] or row["removed_ml"])
+        assert edits.pop("E0001") == ("Yes" if edited else "No")
+        if edited:  # the first segment: how much, as in the table
+            assert edits == pytest.approx({"ai volume": row["ai_volume_ml"], "E0003": row["added_ml"],
+                                           "E0004": row["removed_ml"], "E0005": row["edit_dice"],
+                                           "E0006": row["edit_hd95_mm"]}, rel=1e-6)
+        else:
+            assert edits == {}
+    assert [_sr_edit_items(g)["E0001"] for g in groups] == ["Yes", "No"]
     assert files.pdf.read_bytes().startswith(b"%PDF") and files.pdf.stat().st_size > 10_000
     if shutil.which("pdftotext"):  # the PDF says how much each edited segment changed, as the table does
         text = " ".join(subprocess.run(["pdftotext", str(files.pdf), "-"], capture_output=True, text=True,
@@ -170,6 +180,21 @@ def test_an_unedited_result_is_automatic_and_a_folder_can_replace_the_database(s
     assert identification.AlgorithmName == card.name
     assert identification.AlgorithmVersion == checkpoint_sha256(checkpoint)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([files.dicom_seg.name, files.dicom_sr.name])
+    groups = hd.sr.srread(files.dicom_sr).content.get_volumetric_roi_measurement_groups()
+    assert [_sr_edit_items(g) for g in groups] == [{"E0001": "No"}]  # known unedited: no "how much" items
+
+
+def _sr_edit_items(group) -> dict:
+    """The SR group's edit items (MedSeg's private codes): "edited" Yes/No and, for an edited segment, the AI volume,
+    mL added (E0003) and removed (E0004), Dice (E0005) and HD95 (E0006)."""
+    out = {e.name.value: e.value.meaning for e in group.get_qualitative_evaluations()
+           if e.name.scheme_designator == "99MEDSEG"}
+    for m in group.get_measurements():
+        if m.name.scheme_designator == "99MEDSEG":
+            out[m.name.value] = m.value
+        elif m.name.meaning == "Volume" and m.method is not None and m.method.value == "E0002":
+            out["ai volume"] = m.value
+    return out
 
 
 @pytest.mark.parametrize("case", ["no DICOM", "empty UIDs", "missing file", "no source", "wrong folder"])

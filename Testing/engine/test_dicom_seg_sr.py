@@ -9,6 +9,7 @@ segments the series once per test session; `medseg export` tests use label maps 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import random
 import shutil
@@ -295,6 +296,136 @@ def test_an_empty_label_is_left_out_and_an_empty_map_refused(ct, ct_model):
     assert [(s.SegmentNumber, s.SegmentLabel) for s in seg.SegmentSequence] == [(1, "posterior hippocampus")]
     with pytest.raises(ValueError, match="the segmentation is empty"):
         build_segmentation(np.zeros_like(labels), geometry, source, card, checkpoint_sha256="0" * 64)
+
+
+
+def _edit_items(group) -> dict[str, object]:
+    """A measurement group's edit items by code value (private scheme), and its "edited" evaluation."""
+    from medseg.dicom.sr import PRIVATE_SCHEME
+
+    out = {m.name.value: m for m in group.get_measurements() if m.name.scheme_designator == PRIVATE_SCHEME}
+    out.update({f"ai {m.method.meaning}": m for m in group.get_measurements()
+                if m.name.meaning == "Volume" and m.method is not None})
+    out.update({e.name.value: e for e in group.get_qualitative_evaluations()
+                if e.name.scheme_designator == PRIVATE_SCHEME})  # not the finding category
+    return out
+
+
+def test_sr_says_whether_and_how_much_each_segment_was_edited(ct, ct_model, tmp_path):
+    """With the AI's mask known: the edited segment gets its AI volume, mL added/removed, Dice and HD95 as numeric
+    items with UCUM units, the unedited one only "edited: No"; read back by highdicom and pydicom, valid for
+    dciodvfy. Without edits (unknown) no such item at all."""
+    from medseg.dicom import build_measurement_report, dataset_bytes
+    from medseg.dicom.sr import EDIT_CODES, PRIVATE_SCHEME
+    from medseg.edits import compare_masks
+    from medseg.measure import measure_labels
+
+    ai, geometry = _label_map(ct)
+    corrected = ai.copy()
+    corrected[2:9, 150:260, 180:220] = 0  # the user erases part of label 1 ...
+    corrected[9:11, 150:260, 180:300] = 1  # ... and adds two slices to it; label 2 is left alone
+    card = ModelCard.from_json(_card_json(ct_model))
+    source = read_source(ct)
+    image, _ = read_image(ct)
+    seg = build_segmentation(corrected, geometry, source, card, checkpoint_sha256="0" * 64, edited=True)
+    measurements = measure_labels(corrected, geometry, card.labels, image=image)
+    stats = {s.label_id: s for s in compare_masks(ai, corrected, geometry, [(x.id, x.name) for x in card.labels])}
+    assert stats[1].edited and not stats[2].edited
+    sr = build_measurement_report(seg, measurements, source, card, edited=True, edits=list(stats.values()))
+    (tmp_path / "sr.dcm").write_bytes(dataset_bytes(sr))
+
+    read = hd.sr.srread(tmp_path / "sr.dcm")
+    groups = read.content.get_volumetric_roi_measurement_groups()
+    by_label = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+    assert [g.referenced_segment.referenced_segment_numbers for g in groups] == [[1], [2]]
+    edited, unedited = (_edit_items(g) for g in groups)
+    code = {key: value for key, (value, _) in EDIT_CODES.items()}
+    assert edited[code["edited"]].value.meaning == "Yes" and unedited[code["edited"]].value.meaning == "No"
+    assert set(unedited) == {code["edited"]}  # how much: only where the segment was edited
+    s1 = stats[1]
+    ai_volume = edited[f"ai {EDIT_CODES['ai_method'][1]}"]
+    assert ai_volume.value == pytest.approx(s1.ai_volume_ml) and ai_volume.unit.value == "mL"
+    assert edited[code["added"]].value == pytest.approx(s1.added_ml) and edited[code["added"]].unit.value == "mL"
+    assert edited[code["removed"]].value == pytest.approx(s1.removed_ml) and s1.added_ml > 0 and s1.removed_ml > 0
+    assert edited[code["dice"]].value == pytest.approx(s1.dice) and edited[code["dice"]].unit.value == "1"
+    assert 0 < s1.dice < 1
+    assert edited[code["hd95"]].value == pytest.approx(s1.hd95_mm) and edited[code["hd95"]].unit.value == "mm"
+    corrected_volume = [m for m in groups[0].get_measurements() if m.name.meaning == "Volume" and m.method is None]
+    assert corrected_volume[0].value == pytest.approx(s1.corrected_volume_ml)
+    assert by_label[1] == card.label(1).name
+    schemes = pydicom.dcmread(tmp_path / "sr.dcm").CodingSchemeIdentificationSequence
+    assert PRIVATE_SCHEME in [item.CodingSchemeDesignator for item in schemes]
+
+    unknown = build_measurement_report(seg, measurements, source, card, edited=True)
+    (tmp_path / "unknown.dcm").write_bytes(dataset_bytes(unknown))
+    groups = hd.sr.srread(tmp_path / "unknown.dcm").content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == 2 and all(not _edit_items(g) for g in groups)
+
+    tool = _tool("dciodvfy")
+    result = subprocess.run([tool, str(tmp_path / "sr.dcm")], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.startswith("Error")]
+    assert errors == [], errors
+
+
+
+def test_export_with_the_ai_labels_measures_the_edit(ct, ct_model, tmp_path, capsys):
+    """`medseg export --ai-labels`: the saved AI label map (on a cropped grid, as any grid) against the .seg.nrrd,
+    on the source grid: SEMIAUTOMATIC and the SR's edit items when a voxel changed, AUTOMATIC and "No" when none did;
+    --ai-labels with --unedited, or with values that are not the model's labels, refused with nothing written."""
+    from medseg.dicom.sr import EDIT_CODES
+    from medseg.edits import compare_masks
+    from medseg.geometry import Geometry
+    from medseg.io import write_image
+
+    ai, geometry = _label_map(ct)
+    corrected = ai.copy()
+    corrected[2:9, 150:260, 180:220] = 0
+    card = ModelCard.from_json(_card_json(ct_model))
+    write_segmentation(tmp_path / "c.seg.nrrd", corrected, geometry, card.labels)
+    origin = geometry.index_to_lps([100, 100, 1])[0]
+    crop = Geometry(geometry.spacing, tuple(origin), geometry.direction)
+    write_image(tmp_path / "c_ai.nii.gz", ai[1:18, 100:400, 100:400].astype(np.uint8), crop)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["export", str(tmp_path / "c.seg.nrrd"), "--source", str(ct), "--model", str(ct_model), "--dicom-seg",
+            str(out / "seg.dcm"), "--dicom-sr", str(out / "sr.dcm")]
+    assert main([*argv, "--ai-labels", str(tmp_path / "c_ai.nii.gz")]) == 0
+    assert {s.SegmentAlgorithmType for s in pydicom.dcmread(out / "seg.dcm").SegmentSequence} == {"SEMIAUTOMATIC"}
+    groups = hd.sr.srread(out / "sr.dcm").content.get_volumetric_roi_measurement_groups()
+    first, second = (_edit_items(g) for g in groups)
+    expected = compare_masks(ai, corrected, geometry, [(1, card.label(1).name)])[0]
+    assert first["E0001"].value.meaning == "Yes" and second["E0001"].value.meaning == "No"
+    assert first["E0004"].value == pytest.approx(expected.removed_ml) and expected.removed_ml > 0
+    assert first["E0003"].value == 0 and first["E0005"].value == pytest.approx(expected.dice)
+    assert first[f"ai {EDIT_CODES['ai_method'][1]}"].value == pytest.approx(expected.ai_volume_ml)
+    capsys.readouterr()
+    if shutil.which("pdftotext") and importlib.util.find_spec("reportlab"):  # the PDF says it too
+        assert main([*argv[:6], "--pdf", str(out / "r.pdf"), "--ai-labels", str(tmp_path / "c_ai.nii.gz")]) == 0
+        text = " ".join(subprocess.run(["pdftotext", str(out / "r.pdf"), "-"], capture_output=True, text=True,
+                                       check=True).stdout.split())
+        assert f"AI {expected.ai_volume_ml:.2f} mL, edited {expected.corrected_volume_ml:.2f} mL" in text
+        capsys.readouterr()
+
+    write_image(tmp_path / "same_ai.nii.gz", corrected.astype(np.uint8), geometry)
+    same = tmp_path / "same"
+    same.mkdir()
+    argv_same = [*argv[:7], str(same / "seg.dcm"), "--dicom-sr", str(same / "sr.dcm")]
+    assert main([*argv_same, "--ai-labels", str(tmp_path / "same_ai.nii.gz")]) == 0
+    assert {s.SegmentAlgorithmType for s in pydicom.dcmread(same / "seg.dcm").SegmentSequence} == {"AUTOMATIC"}
+    groups = hd.sr.srread(same / "sr.dcm").content.get_volumetric_roi_measurement_groups()
+    assert [{k: v.value.meaning for k, v in _edit_items(g).items()} for g in groups] == [{"E0001": "No"}] * 2
+    capsys.readouterr()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv_empty = [*argv[:7], str(empty / "seg.dcm"), "--dicom-sr", str(empty / "sr.dcm")]
+    _refused(capsys, empty, [*argv_empty, "--ai-labels", str(tmp_path / "c_ai.nii.gz"), "--unedited"],
+             "give one")
+    bad = ai.astype(np.uint8)
+    bad[0, 0, 0] = 7
+    write_image(tmp_path / "bad_ai.nii.gz", bad, geometry)
+    _refused(capsys, empty, [*argv_empty, "--ai-labels", str(tmp_path / "bad_ai.nii.gz")],
+             "values [7] are not label ids of model tiny-ct")
 
 
 def test_non_ascii_patient_name_is_kept(ct, ct_model, tmp_path):

@@ -4,6 +4,7 @@ interrupted or failed run writes no checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from medseg.checkpoint import load_checkpoint, read_card
+from medseg.calibration import expected_calibration_error, negative_log_likelihood, temper
+from medseg.checkpoint import load_checkpoint, read_card, save_checkpoint
 from medseg.cli import main
 from medseg.cli_export import checkpoint_sha256
 from medseg.outputs import OutputError
@@ -94,7 +96,9 @@ def test_the_card_records_the_lineage_and_the_scores(parent, corrections, tmp_pa
         assert s["before"]["cases"] == s["after"]["cases"] == cases
         assert 0 <= s["before"]["mean_dice"] <= 1 and 0 <= s["after"]["mean_dice"] <= 1
     assert card.metrics["mean_dice"] == ft["scores"]["validation"]["after"]["mean_dice"]
-    assert card.calibration is None and card.training["dataset"] == read_card(parent[0]).training["dataset"]
+    assert card.training["dataset"] == read_card(parent[0]).training["dataset"]
+    assert card.calibration["temperature"] == ft["calibration"]["temperature"] and ft["calibration"]["refitted"]
+    assert "volume_interval" not in card.calibration and "at least 9 needed" in card.calibration["notes"]  # 2 cases
     before = load_checkpoint(parent[0]).model.state_dict()
     after = load_checkpoint(out).model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the weights did change
@@ -196,3 +200,64 @@ def test_without_replay_only_the_held_out_corrections_are_scored(parent, correct
     assert np.isfinite(card.training["fine_tune"]["final_loss"])
     with pytest.raises(ValueError, match="--holdout 4 leaves no correction"):
         finetune(_config(parent, corrections, out, holdout=4))
+
+
+def _calibrated_parent(parent, folder):
+    """The parent with a calibration in its card (as a bundled model has one)."""
+    loaded = load_checkpoint(parent[0])
+    calibration = {"temperature": 3.0, "ece_before": 0.05, "ece_after": 0.01, "volume_interval": {
+        "level": 0.9, "method": "split-conformal relative volume error",
+        "per_label": {label.name: {"q": 0.2, "n": 30} for label in loaded.card.foreground_labels}}}
+    card = dataclasses.replace(loaded.card, calibration=calibration)
+    return (save_checkpoint(folder / "calibrated.safetensors", loaded.model, card), *parent[1:])
+
+
+def test_the_calibration_is_refitted_on_the_parents_validation_cases(parent, corrections, tmp_path):
+    """Not the parent's temperature: the NLL minimiser of the fine-tuned network's probabilities in the band on the
+    validation cases, with the band ECE before/after measured on them (checked here through the engine)."""
+    calibrated = _calibrated_parent(parent, tmp_path)
+    out = tmp_path / "ft.safetensors"
+    finetune(_config(calibrated, corrections, out, force=True), now=NOW)
+    card = read_card(out)
+    record = card.training["fine_tune"]["calibration"]
+    assert record["refitted"] and record["cases"] == 2 and record["parent"]["temperature"] == 3.0
+    temperature = card.calibration["temperature"]
+    assert temperature != 3.0 and record["ece_before"] == card.calibration["ece_before"]
+
+    child = load_checkpoint(out)
+    plain = dataclasses.replace(child, card=dataclasses.replace(child.card, calibration=None))
+    data, target = _band_probabilities(plain, parent)
+    assert expected_calibration_error(np.exp(data), target) == pytest.approx(card.calibration["ece_before"], abs=1e-5)
+    assert record["ece_with_parent_temperature"] == pytest.approx(
+        expected_calibration_error(temper(np.exp(data), 3.0, axis=1), target), abs=1e-5)
+    nll = [negative_log_likelihood(data, target, temperature * f) for f in (0.9, 1.0, 1.1)]
+    assert nll[1] < nll[0] and nll[1] < nll[2]  # T minimises the NLL of the new network's band voxels
+
+
+def _band_probabilities(loaded, parent) -> tuple[np.ndarray, np.ndarray]:
+    """The band voxels' log-probabilities and targets of the split's validation cases, segmented by the engine."""
+    from medseg.calibration_fit import LabelledCase, collect_cases
+    from medseg.inference import Segmenter
+    from medseg.io import read_image
+
+    data = parent[1]
+    names = json.loads(parent[2].read_text())["validation"]
+    cases = [LabelledCase(n, lambda n=n: (*read_image(data / "imagesTr" / f"{n}.nii.gz"),
+                                          read_image(data / "labelsTr" / f"{n}.nii.gz")[0])) for n in names]
+    collected = collect_cases(Segmenter(loaded, device="cpu"), cases, 3.0)
+    return (np.concatenate([c["log_probs"] for c in collected]), np.concatenate([c["target"] for c in collected]))
+
+
+def test_without_a_validation_split_the_parents_calibration_is_dropped_with_a_warning(parent, corrections, tmp_path,
+                                                                                       caplog):
+    calibrated = _calibrated_parent(parent, tmp_path)
+    out = tmp_path / "ft.safetensors"
+    with caplog.at_level(logging.WARNING):
+        finetune(_config(calibrated, corrections, out, replay=None, replay_split=None, holdout=1, steps=1))
+    card = read_card(out)
+    assert card.calibration is None
+    record = card.training["fine_tune"]["calibration"]
+    assert not record["refitted"] and record["parent"] == {"temperature": 3.0, "ece_before": 0.05, "ece_after": 0.01}
+    assert "temperature and volume interval were dropped" in record["note"] and "--replay" in record["note"]
+    assert "has no calibration" in caplog.text
+

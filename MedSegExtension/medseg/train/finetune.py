@@ -9,6 +9,14 @@ save when the parent's validation mean Dice drops by more than :data:`MAX_DROP` 
 checkpoint is written through :class:`medseg.outputs.OutputSet` only when everything succeeded, and its card
 records the lineage (``training.fine_tune``).
 
+Calibration: the parent's temperature and volume interval were fitted to the parent's probabilities and errors, so
+the new card never copies them. With the parent's validation split at hand (``--replay``/``--replay-split``) they
+are refitted on its validation cases through the engine (:func:`medseg.calibration_fit.fit_calibration`, as
+``scripts/calibrate.py`` does; a label gets no interval when there are too few cases for a finite quantile), and
+``training.fine_tune.calibration`` records the ECE in the band before/after the new temperature and what the
+parent's temperature would have given. Without it the new card has no calibration: a warning is logged and the
+lineage says why.
+
 >>> result = finetune(FinetuneConfig(model="hippocampus-unet3d", corrections=Path("corr"), out=Path("ft.safetensors")))
 """
 
@@ -32,10 +40,12 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
+from ..calibration_fit import LabelledCase, fit_calibration
 from ..card import ModelCard, finite_or_null
 from ..catalog import resolve_checkpoint
-from ..checkpoint import CARD_KEY, load_checkpoint
+from ..checkpoint import CARD_KEY, LoadedModel, load_checkpoint
 from ..cli_export import checkpoint_sha256
+from ..io import read_image
 from ..nifti import check_nifti
 from ..outputs import OutputSet
 from ..text import printable
@@ -296,11 +306,53 @@ def _score(model, cases: list[Case], card: ModelCard, device: torch.device) -> d
     return {**values, "cases": len(cases)}
 
 
+# ---- calibration -------------------------------------------------------------------------------------------------
+
+def _labelled(info: DatasetInfo, name: str) -> LabelledCase:
+    files, label_path = info.cases[name]
+
+    def read():
+        channels = [read_image(f) for f in files]
+        image = channels[0][0] if len(channels) == 1 else np.stack([c[0] for c in channels])
+        return image, channels[0][1], read_image(label_path)[0]
+
+    return LabelledCase(name, read)
+
+
+def _recalibrate(loaded: LoadedModel, info: DatasetInfo | None, validation: list[str], config: FinetuneConfig,
+                 now: dt.datetime) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The new card's calibration refitted on the parent's validation cases, and what the lineage says of it;
+    (None, why) without them: a parent's calibration is never carried over stale."""
+    parent = loaded.card.calibration or {}
+    was = {k: parent[k] for k in ("temperature", "ece_before", "ece_after") if k in parent}
+    if info is None or not validation:
+        what = "the parent's temperature and volume interval were dropped" if parent else "the parent had none"
+        message = (f"the fine-tuned model has no calibration: {what}, and no validation split is at hand to refit "
+                   f"it on (give --replay and --replay-split, or run scripts/calibrate.py on the new checkpoint)")
+        if parent:
+            log.warning("%s", message)
+        return None, {"refitted": False, "parent": was, "note": message}
+    log.info("refitting the temperature and the volume interval on %d validation case(s)", len(validation))
+    fit = fit_calibration(loaded, [_labelled(info, n) for n in validation], device=config.device,
+                          fitted_on=f"{len(validation)} validation cases of {Path(config.replay_split).name}, after "
+                                    f"fine-tuning ({now.date()})",
+                          compare_temperature=float(parent.get("temperature", 1.0)),
+                          report=lambda line: log.info("%s", line.strip()))
+    cal, sample = fit["card_calibration"], fit["temperature"]["in_sample"]
+    record = {"refitted": True, "parent": was, "cases": len(validation), "temperature": cal["temperature"],
+              "ece_before": cal["ece_before"], "ece_after": cal["ece_after"],
+              "ece_with_parent_temperature": round(sample["compared"]["ece"], 5),
+              "volume_interval": (cal.get("volume_interval") or {}).get("method"), "seconds": fit["seconds"]}
+    if "notes" in cal:
+        record["note"] = cal["notes"]
+    return cal, record
+
+
 # ---- the card and the file ---------------------------------------------------------------------------------------
 
 def _lineage(config: FinetuneConfig, parent: Path, card: ModelCard, used: list[str], held: list[str],
              skipped: list[str], replayed: int, scores: dict[str, Any], losses: list[float], seconds: float,
-             now: dt.datetime) -> dict[str, Any]:
+             now: dt.datetime, calibration: dict[str, Any]) -> dict[str, Any]:
     return {
         "parent": {"name": card.name, "file": parent.name, "sha256": checkpoint_sha256(parent)},
         "date": now.isoformat(timespec="seconds"),
@@ -312,17 +364,18 @@ def _lineage(config: FinetuneConfig, parent: Path, card: ModelCard, used: list[s
                      "augmentation": dataclasses.asdict(config.augment), "forced": config.force},
         "scores": scores, "final_loss": losses[-1], "wall_time_s": round(seconds, 1),
         "trainer": f"medseg finetune {__version__}",
-        "calibration": "the parent's temperature and volume interval were dropped: refit them on validation cases",
+        "calibration": calibration,
     }
 
 
-def _new_card(card: ModelCard, config: FinetuneConfig, lineage: dict[str, Any], now: dt.datetime) -> ModelCard:
+def _new_card(card: ModelCard, config: FinetuneConfig, lineage: dict[str, Any], now: dt.datetime,
+              calibration: dict[str, Any] | None = None) -> ModelCard:
     name = config.name or finetuned_name(card.name, now.date())
     val = lineage["scores"].get("validation")
     metrics = {**{k: v for k, v in val["after"].items() if k != "cases"}, "validation_cases": val["after"]["cases"],
                "split": lineage["replay"]["split"]} if val else {}
     summary = f"{card.summary} Fine-tuned on {len(lineage['corrections']['used'])} corrected case(s)."
-    return dataclasses.replace(card, name=name, summary=summary[:500], calibration=None,
+    return dataclasses.replace(card, name=name, summary=summary[:500], calibration=calibration,
                                training=finite_or_null({**card.training, "fine_tune": lineage}),
                                metrics=finite_or_null(metrics), engine_version=__version__)
 
@@ -383,9 +436,11 @@ def _run(config: FinetuneConfig, outputs: OutputSet, progress: Callable[[Progres
     scores = {k: {"before": before[k], "after": after[k]} for k in before if before[k] is not None}
     if "validation" in scores:
         check_drop(before["validation"]["mean_dice"], after["validation"]["mean_dice"], config.force)
+    calibration, record = _recalibrate(LoadedModel(model, card, parent), replay_info, split["validation"],
+                                       config, now)
     lineage = _lineage(config, parent, card, train_names, held, skipped, len(replayed), scores, losses,
-                       time.perf_counter() - started, now)
-    new_card = _new_card(card, config, lineage, now)
+                       time.perf_counter() - started, now, record)
+    new_card = _new_card(card, config, lineage, now, calibration)
     outputs.write_bytes(config.out, _checkpoint_bytes(model, new_card))
     return FinetuneResult(Path(config.out), new_card, scores, train_names, skipped)
 
@@ -396,6 +451,13 @@ def summary_lines(result: FinetuneResult) -> list[str]:
     for kind, s in result.scores.items():
         lines.append(f"{kind} ({s['before']['cases']} cases): mean Dice {s['before']['mean_dice']:.4f} -> "
                      f"{s['after']['mean_dice']:.4f}")
+    record = (result.card.training.get("fine_tune") or {}).get("calibration") or {}
+    if record.get("refitted"):
+        lines.append(f"calibration refitted on {record['cases']} validation cases: T = {record['temperature']}, band "
+                     f"ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f} (with the parent's T: "
+                     f"{record['ece_with_parent_temperature']:.4f})")
+    if record.get("note"):
+        lines.append(f"calibration: {record['note']}")
     return lines
 
 
