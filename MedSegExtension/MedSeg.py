@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MedSegLib.dependencies import ensure_requirements, missing_requirements
+from MedSegLib.dependencies import ensure_requirements, missing_requirements, requirement_problems
 from MedSegLib.panel import (
     Device,
     activation_choices,
@@ -297,11 +297,11 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
     # -- models and dependencies ------------------------------------------------------------------------------------
     def refreshModels(self) -> None:
         """The model picker (bundled models, then the user's checkpoints) and the device line."""
-        missing = missing_requirements()
-        self.ui.installButton.visible = bool(missing)
+        problems = requirement_problems()
+        self.ui.installButton.visible = bool(problems)
         choices, devices = [], []
-        if missing:
-            self._noModel = _("{names} not installed: click Install.").format(names=", ".join(r.title for r in missing))
+        if problems:
+            self._noModel = _("{problems}: click Install.").format(problems=", ".join(p.describe() for p in problems))
         else:
             try:
                 choices, problems = self.logic.modelChoices(self._savedCheckpoints(), self._modelsFolder())
@@ -323,8 +323,12 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
         return saved_paths(qt.QSettings().value(CHECKPOINTS_SETTING))
 
     def addCheckpoint(self, path: str, remember: bool = True) -> bool:
-        """Validate a checkpoint file (its card), add it to the model picker and select it."""
+        """Validate a checkpoint file (its card), add it to the model picker and select it; an nnU-Net results
+        folder (or its plans.json or a fold's checkpoint_*.pth) is converted to a MedSeg checkpoint first."""
+        from MedSegLib.nnunet_import import checkpoint_for, imported_models_dir
+
         try:
+            path = checkpoint_for(path, imported_models_dir(slicer.app.slicerUserSettingsFilePath))
             self.logic.readCard(path)
         except (OSError, ValueError) as exc:
             self._showError(_("Not a usable MedSeg checkpoint"), exc)

@@ -43,6 +43,10 @@ MAX_NAME_CHARS = 256  # names: the card's, the architecture's, a channel's, a la
 MAX_TEXT_CHARS = 100_000  # summary, description, training.dataset and .license
 MAX_CARD_CHARS = 10_000_000  # the card's JSON
 MAX_NESTING = 32  # objects and lists inside each other
+MAX_ENSEMBLE = 16  # weight sets in one checkpoint (nnU-Net: 5 folds)
+WINDOW_LAYOUTS = ("medseg", "nnunet")  # see medseg.sliding_window.WindowOptions.layout
+PER_AXIS_ARGS = ("kernel_sizes", "strides")  # architecture_args that are lists of per-axis lists (nnU-Net's)
+INFERENCE_KEYS = ("windows", "transpose", "crop_nonzero", "mask_normalization", "mirror_axes")
 # Known architecture arguments: (low, high, integer, low excluded). Other arguments are checked generically.
 ARGUMENT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "spatial_dims": (2, 3, True, False),
@@ -171,7 +175,11 @@ def _check_architecture_args(args: dict[str, Any], errors: _Errors) -> None:
             if len(value) > MAX_ARG_LIST:
                 errors.add(where, f"expected a list of at most {MAX_ARG_LIST} items, got {len(value)}")
             for i, item in enumerate(value[:MAX_ARG_LIST]):
-                _scalar_argument(errors, f"{where}[{i}]", item)
+                if key in PER_AXIS_ARGS and isinstance(item, list | tuple) and len(item) <= 3:  # per stage and axis
+                    for j, sub in enumerate(item):
+                        _scalar_argument(errors, f"{where}[{i}][{j}]", sub)
+                else:
+                    _scalar_argument(errors, f"{where}[{i}]", item)
         else:
             _scalar_argument(errors, where, value)
 
@@ -325,6 +333,16 @@ class ModelCard:
         calibration: optional; the temperature inference divides the logits by and the conformal volume
             interval, fitted on the validation cases by ``scripts/calibrate.py`` (``medseg.calibration``).
         training: at least ``dataset`` and ``license``; also split, epochs, time, hardware when trained here.
+        ensemble: optional; names of several weight sets of the same network (nnU-Net's folds, ``["fold_0",
+            "fold_1"]``), stored as ``members.<i>.<name>``; their logits are averaged. None: one weight set.
+        inference: optional; how the model must be run when that differs from MedSeg's own way (models imported
+            from nnU-Net, ``medseg.nnunet``): ``windows`` (``"medseg"`` or ``"nnunet"``: window positions, padding
+            and Gaussian of nnU-Net's predictor), ``transpose`` (a permutation of the (z, y, x) array axes applied
+            to the volume as stored, nnU-Net's ``transpose_forward``; the card then has no ``orientation``, and
+            ``spacing``/``patch_size`` are in the transposed order), ``crop_nonzero`` (run on the box of the
+            non-zero voxels of all channels, background outside, as nnU-Net), ``mask_normalization`` (per
+            channel: z-score statistics from the non-zero region only, zero outside), ``mirror_axes`` (network
+            array axes that test-time augmentation flips; default all).
         metrics: validation metrics (for example ``{"dice": {"anterior": 0.88}}``).
     """
 
@@ -341,6 +359,8 @@ class ModelCard:
     orientation: str | None = None
     input_domain: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    ensemble: tuple[str, ...] | None = None
+    inference: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     engine_version: str = __version__
@@ -419,6 +439,11 @@ class ModelCard:
             names = [label.name for label in labels if label.id != 0]
             for where, problem in calibration_problems(d["calibration"], names):
                 errors.add(where, problem)
+        ensemble = d.get("ensemble")
+        if ensemble is not None:
+            _check_ensemble(ensemble, errors)
+        if d.get("inference") is not None:
+            _check_inference(d["inference"], d, errors)
         errors.raise_if_any(source)
         card = cls(
             name=d["name"], summary=d["summary"], architecture=d["architecture"], architecture_args=dict(args),
@@ -426,6 +451,7 @@ class ModelCard:
             spacing=tuple(float(s) for s in spacing) if spacing is not None else None,
             slice_axis=d.get("slice_axis", 0), orientation=d.get("orientation"), metrics=dict(d.get("metrics", {})),
             input_domain=d.get("input_domain"), calibration=d.get("calibration"),
+            ensemble=tuple(ensemble) if ensemble is not None else None, inference=d.get("inference"),
             description=d.get("description", ""), engine_version=d.get("engine_version", "unknown"),
             format_version=fv,
         )
@@ -451,6 +477,48 @@ class ModelCard:
         if len(self.patch_size) != self.spatial_dims:
             errors.add("patch_size", f"{len(self.patch_size)} sizes for a {self.spatial_dims}D network")
         errors.raise_if_any(source)
+
+
+def _check_ensemble(names: Any, errors: _Errors) -> None:
+    """2..MAX_ENSEMBLE distinct non-blank names."""
+    if not (isinstance(names, list | tuple) and 2 <= len(names) <= MAX_ENSEMBLE):
+        errors.add("ensemble", f"expected a list of 2-{MAX_ENSEMBLE} weight-set names, got {_show(names)}")
+        return
+    if all([_text(errors, f"ensemble[{i}]", n, empty=False) for i, n in enumerate(names)]) and \
+            len(set(names)) != len(names):
+        errors.add("ensemble", f"weight-set names must differ, got {_show(names)}")
+
+
+def _check_inference(inf: Any, d: dict[str, Any], errors: _Errors) -> None:
+    """The optional ``inference`` block (see :class:`ModelCard`)."""
+    if not _typed(errors, "inference", inf, dict, f"an object with some of {INFERENCE_KEYS}"):
+        return
+    for key in inf:
+        if key not in INFERENCE_KEYS:
+            errors.add(f"inference.{key}", f"unknown key; this engine knows {INFERENCE_KEYS}; update MedSeg")
+    if inf.get("windows", "medseg") not in WINDOW_LAYOUTS:
+        errors.add("inference.windows", f"expected one of {WINDOW_LAYOUTS}, got {_show(inf.get('windows'))}")
+    if not isinstance(inf.get("crop_nonzero", False), bool):
+        errors.add("inference.crop_nonzero", f"expected true or false, got {_show(inf['crop_nonzero'])}")
+    transpose = inf.get("transpose")
+    if transpose is not None:
+        if not (isinstance(transpose, list | tuple) and sorted(transpose) == [0, 1, 2]
+                and all(type(t) is int for t in transpose)):
+            errors.add("inference.transpose", f"expected a permutation of [0, 1, 2], got {_show(transpose)}")
+        if d.get("orientation") is not None:
+            errors.add("inference.transpose", "a card has either an orientation or a transpose of the stored "
+                                              "voxel order, not both")
+    inputs = d.get("inputs") if isinstance(d.get("inputs"), list) else []
+    masks = inf.get("mask_normalization")
+    if masks is not None and not (isinstance(masks, list | tuple) and len(masks) == len(inputs)
+                                  and all(isinstance(m, bool) for m in masks)):
+        errors.add("inference.mask_normalization", f"expected one true/false per input channel ({len(inputs)}), "
+                                                   f"got {_show(masks)}")
+    axes = inf.get("mirror_axes")
+    dims = len(d["patch_size"]) if isinstance(d.get("patch_size"), list | tuple) else 3
+    if axes is not None and not (isinstance(axes, list | tuple) and len(set(axes)) == len(axes) and all(
+            type(a) is int and 0 <= a < dims for a in axes)):
+        errors.add("inference.mirror_axes", f"expected distinct axes 0-{dims - 1}, got {_show(axes)}")
 
 
 def _check_texts(d: dict[str, Any], errors: _Errors) -> None:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from .card import ModelCard
 from .models import ARCHITECTURES, SegmentationNetwork, build_model
+from .models.ensemble import Ensemble
 
 __all__ = ["LoadedModel", "import_state_dict", "load_checkpoint", "parameter_count", "read_card", "save_checkpoint"]
 
@@ -133,7 +134,7 @@ def _build_meta(card: ModelCard, source: str) -> SegmentationNetwork:
     cls = _check_arguments(card, source)
     try:
         with torch.device("meta"):
-            model = cls(**card.architecture_args)
+            model = _members(card, lambda: cls(**card.architecture_args))
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         msg = str(exc.args[0] if exc.args else exc)[:300]
         raise ValueError(f"{source}: architecture_args cannot build {card.architecture}: {msg}. "
@@ -145,6 +146,13 @@ def _build_meta(card: ModelCard, source: str) -> SegmentationNetwork:
                          f"({size / 2**30:.1f} GiB); at most {MAX_PARAMETER_BYTES / 2**30:g} GiB are allowed. "
                          f"Check width, depth and features in the card.")
     return model
+
+
+def _members(card: ModelCard, build) -> SegmentationNetwork:
+    """The network `build` makes, or an :class:`Ensemble` of one per weight set the card's ``ensemble`` names."""
+    if not card.ensemble:
+        return build()
+    return Ensemble([build() for _ in card.ensemble])
 
 
 def parameter_count(card: ModelCard, source: str = "model card") -> int:
@@ -164,7 +172,7 @@ def _build(card: ModelCard, source: str) -> SegmentationNetwork:
 
 def _construct(card: ModelCard, source: str) -> SegmentationNetwork:
     try:
-        return build_model(card.architecture, **card.architecture_args)
+        return _members(card, lambda: build_model(card.architecture, **card.architecture_args))
     except (KeyError, TypeError, ValueError) as exc:
         msg = exc.args[0] if exc.args else exc
         raise ValueError(f"{source}: the card's architecture cannot be built: {msg}") from None

@@ -30,6 +30,9 @@ from torch import Tensor, nn
 
 from .models.attention_unet import AttentionUNet
 from .models.base import SegmentationNetwork
+from .models.ensemble import Ensemble
+from .models.plain_conv_unet import PlainConvUNet
+from .models.residual_encoder_unet import ResidualEncoderUNet
 from .models.unet import UNet
 from .models.unetpp import UNetPlusPlus
 from .models.vnet import VNet
@@ -44,6 +47,10 @@ _DEFAULT_LAYERS: dict[type[nn.Module], Callable[[Any], str]] = {
     UNetPlusPlus: lambda m: f"nodes.x0_{m.prune_level}",
     VNet: lambda m: f"up_stages.{len(m.up_stages) - 1}",
     AttentionUNet: lambda m: f"decoder.{len(m.decoder) - 1}.conv",
+    PlainConvUNet: lambda m: f"decoder.stages.{len(m.decoder.stages) - 1}",
+    ResidualEncoderUNet: lambda m: f"decoder.stages.{len(m.decoder.stages) - 1}",
+    # several folds: the first member's layer (the map explains that member's share of the mean logits)
+    Ensemble: lambda m: f"members.0.{default_cam_layer(m.members[0])}",
 }
 
 
@@ -62,6 +69,8 @@ def default_cam_layer(model: nn.Module) -> str:
     * ``vnet``: ``up_stages.3``, the last residual decoder stage (after its PReLU).
     * ``attention_unet``: ``decoder.3.conv``, the double convolution of the finest decoder level (the level
       module itself returns a tuple with the attention coefficients).
+    * ``plain_conv_unet``, ``residual_encoder_unet`` (nnU-Net's): ``decoder.stages.{n - 2}``, the last decoder stage;
+      an :class:`~medseg.models.ensemble.Ensemble` of folds: that layer of its first member.
 
     Any other module name can be given to :func:`grad_cam_window`, e.g. the bottleneck (``encoders.4``,
     ``nodes.x4_0``, ``down_stages.3``, ``encoder.4``) for a coarser, more semantic map.

@@ -35,7 +35,7 @@ from .io import check_not_constant, check_volume
 from .measure import LabelMeasurement, measure_labels
 from .orientation import Reorientation, orientation_code, reorientation
 from .postprocess import PostprocessOptions, postprocess
-from .preprocess import crop_roi, normalize, paste_roi, resample, target_shape
+from .preprocess import crop_nonzero, crop_roi, normalize, paste_roi, resample, target_shape
 from .review import Review, ReviewOptions, review_result
 from .sliding_window import CancelToken, ModelOutputError, Progress, StitchOutputs, WindowOptions, sliding_window
 
@@ -157,9 +157,10 @@ def _apply_head(head: torch.nn.Module, device: torch.device):
     return apply
 
 
-def _flip_sets(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
-    """Flip axes of a `(B, C, *spatial)` tensor for each pass: () alone, or every combination (nnU-Net)."""
-    axes = tuple(range(2, 2 + spatial_dims))
+def _flip_sets(spatial_dims: int, tta: bool, mirror_axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Flip axes of a `(B, C, *spatial)` tensor for each pass: () alone, or every combination (nnU-Net) of the
+    spatial axes, or of `mirror_axes` (spatial axes counted from 0, a card's ``inference.mirror_axes``)."""
+    axes = tuple(2 + a for a in (range(spatial_dims) if mirror_axes is None else sorted(mirror_axes)))
     if not tta:
         return [()]
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
@@ -194,10 +195,12 @@ class Segmenter:
         loaded = model if isinstance(model, LoadedModel) else load_checkpoint(resolve_checkpoint(model))
         self.card, self.path = loaded.card, loaded.path
         self.model = loaded.model.to(self.device).eval()
-        divisor = self.model.size_divisor
-        if any(p % divisor for p in self.card.patch_size):
-            raise ValueError(f"model {self.card.name!r}: patch_size {list(self.card.patch_size)} must be multiples "
-                             f"of {divisor} for {self.card.architecture}; fix the card")
+        patch = self.card.patch_size
+        divisors = getattr(self.model, "size_divisors", None) or (self.model.size_divisor,) * len(patch)
+        if any(p % d for p, d in zip(patch, divisors, strict=True)):
+            raise ValueError(f"model {self.card.name!r}: patch_size {list(patch)} must be multiples of "
+                             f"{list(divisors)} for {self.card.architecture}; fix the card")
+        self.run_as: dict[str, Any] = dict(self.card.inference or {})  # the card's inference block, see ModelCard
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _channels(self, channels: np.ndarray | Sequence[np.ndarray], geometry: Geometry) -> np.ndarray:
@@ -268,7 +271,8 @@ class Segmenter:
                              entropy=options.uncertainty or options.review, variance=options.uncertainty and passes > 1,
                              accumulate_dtype=torch.float16 if total > _RING_FP16_BYTES else torch.float32,
                              softmax=softmax, temperature=temperature_of(self.card),
-                             class_sums=softmax and self._interval_needs_soft()), ring_device
+                             class_sums=softmax and self._interval_needs_soft(),
+                             layout=self.run_as.get("windows", "medseg")), ring_device
 
     def _interval_needs_soft(self) -> bool:
         interval = volume_interval_of(self.card)
@@ -277,6 +281,8 @@ class Segmenter:
     def _window(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Window size (network axis order) for a volume of `shape` (see :func:`inference_window`)."""
         patch = (1, *self.card.patch_size) if self.card.spatial_dims == 2 else tuple(self.card.patch_size)
+        if self.run_as.get("windows") == "nnunet":  # always the whole patch, the volume zero-padded to it
+            return patch
         return inference_window(shape, patch, self.model.size_divisor)
 
     def _axes_order(self) -> list[int]:
@@ -340,12 +346,15 @@ class Segmenter:
         image = self._channels(channels, geometry)
         self._set_unetpp(options)
         cropped, roi_geometry, box = crop_roi(image, geometry, options.roi)
+        if self.run_as.get("crop_nonzero"):
+            cropped, roi_geometry, box = crop_nonzero(cropped, roi_geometry, box)
         warnings = domain_warnings(self.card, cropped, roi_geometry)
         for message in warnings:
             log.warning("%s", message)
         orient = self._orientation(roi_geometry, cropped.shape[1:])
         oriented = orient.apply(cropped)
-        x = torch.from_numpy(normalize(oriented, [c.normalization for c in self.card.inputs]))
+        x = torch.from_numpy(normalize(oriented, [c.normalization for c in self.card.inputs],
+                                       self.run_as.get("mask_normalization")))
         run = _Run(image, options, resolve_precision(options.precision, self.device), box,
                    resample(x, self._net_shape(oriented.shape[1:], orient.geometry, options)),
                    tuple(oriented.shape[1:]), [self.card.label(c) for c in options.activation_classes], cancel, orient)
@@ -365,6 +374,10 @@ class Segmenter:
     def _orientation(self, geometry: Geometry, shape: Sequence[int]) -> Reorientation:
         """From the (cropped) input grid to the card's voxel orientation; for a card without one, no change."""
         target = self.card.orientation
+        transpose = self.run_as.get("transpose")
+        if transpose is not None:  # the stored voxel order, its axes permuted (nnU-Net's transpose_forward)
+            code = orientation_code(geometry.direction)
+            return reorientation(geometry, shape, "".join(code[2 - t] for t in reversed(transpose)))
         if target is None:
             if self.card.name not in _WARNED_NO_ORIENTATION:
                 _WARNED_NO_ORIENTATION.add(self.card.name)
@@ -389,7 +402,7 @@ class Segmenter:
         """Network pass over ``run.x`` (model grid), then back to the cropped input grid."""
         x, shape, options, precision, cancel = run.x, run.crop_shape, run.options, run.precision, run.cancel
         classes = len(self.card.labels)
-        flips = _flip_sets(self.card.spatial_dims, options.tta)
+        flips = _flip_sets(self.card.spatial_dims, options.tta, self.run_as.get("mirror_axes"))
         resampled = tuple(x.shape[1:]) != tuple(shape)
         keep = tuple(range(classes)) if (options.probabilities or resampled) else ()
         two_d = self.card.spatial_dims == 2

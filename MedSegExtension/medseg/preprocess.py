@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from .card import Normalization
 from .geometry import Geometry
 
-__all__ = ["crop_roi", "normalize", "normalize_channel", "paste_roi", "resample", "shape_at_spacing", "target_shape"]
+__all__ = ["crop_nonzero", "crop_roi", "nonzero_mask", "normalize", "normalize_channel", "paste_roi", "resample",
+           "shape_at_spacing", "target_shape"]
 
 _MAX_SAMPLES = 2_000_000  # percentiles and statistics from at most this many voxels (a fixed stride)
 
@@ -41,9 +42,52 @@ def normalize_channel(x: np.ndarray, norm: Normalization) -> np.ndarray:
     return ((x - float(sample.mean())) / (std if std > 1e-8 else 1.0)).astype(np.float32)
 
 
-def normalize(channels: np.ndarray, norms: Sequence[Normalization]) -> np.ndarray:
-    """`(C, Z, Y, X)` -> float32, channel c normalised by ``norms[c]``."""
-    return np.stack([normalize_channel(c, n) for c, n in zip(channels, norms, strict=True)])
+def normalize(channels: np.ndarray, norms: Sequence[Normalization],
+              masked: Sequence[bool] | None = None) -> np.ndarray:
+    """`(C, Z, Y, X)` -> float32, channel c normalised by ``norms[c]``.
+
+    ``masked[c]`` (nnU-Net's ``use_mask_for_norm``): a z-score channel takes its mean and std from the
+    :func:`nonzero_mask` region only, and stays 0 outside it.
+    """
+    if not masked or not any(masked):
+        return np.stack([normalize_channel(c, n) for c, n in zip(channels, norms, strict=True)])
+    mask = nonzero_mask(channels)
+    out = []
+    for c, n, m in zip(channels, norms, masked, strict=True):
+        if m and n.kind == "zscore" and mask.any():
+            x = np.zeros(c.shape, dtype=np.float32)
+            x[mask] = normalize_channel(c[mask], n)
+            out.append(x)
+        else:
+            out.append(normalize_channel(c, n))
+    return np.stack(out)
+
+
+def nonzero_mask(channels: np.ndarray) -> np.ndarray:
+    """Voxels non-zero in any channel of `(C, Z, Y, X)`, holes filled (face connectivity), as nnU-Net's
+    ``create_nonzero_mask``."""
+    import SimpleITK as sitk
+
+    any_nonzero = np.any(channels != 0, axis=0)
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(any_nonzero.astype(np.uint8)), fullyConnected=False)
+    return sitk.GetArrayFromImage(filled).astype(bool)
+
+
+def crop_nonzero(channels: np.ndarray, geometry: Geometry, box: list[tuple[int, int]] | None):
+    """Crop `(C, Z, Y, X)` (already cropped to `box`, in the full image's array order, or None) further to the box
+    of its voxels non-zero in any channel, as nnU-Net's ``crop_to_nonzero``; returns (cropped, its geometry, the
+    combined box in the full image). Voxels outside are background in the result (``paste_roi``)."""
+    nonzero = np.any(channels != 0, axis=0)
+    if not nonzero.any():
+        return channels, geometry, box
+    inner = []
+    for axis in range(nonzero.ndim):
+        hits = np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(nonzero.ndim) if a != axis)))
+        inner.append((int(hits[0]), int(hits[-1]) + 1))
+    cropped = channels[(slice(None), *(slice(lo, hi) for lo, hi in inner))]
+    offsets = [lo for lo, _ in box] if box is not None else [0] * nonzero.ndim
+    return (cropped, geometry.crop(tuple(lo for lo, _ in inner)),
+            [(o + lo, o + hi) for o, (lo, hi) in zip(offsets, inner, strict=True)])
 
 
 def target_shape(shape: Sequence[int], geometry: Geometry, spacing_xyz: Sequence[float]) -> tuple[int, ...]:

@@ -32,10 +32,13 @@ __all__ = [
     "StitchOutputs",
     "WindowOptions",
     "gaussian_importance",
+    "nnunet_gaussian",
+    "nnunet_window_starts",
     "sliding_window",
     "window_starts",
 ]
 
+LAYOUTS = ("medseg", "nnunet")
 _CHUNK = 8192  # voxels finalised at a time: their logits stay in the CPU cache
 
 Predictor = Callable[[Tensor], Tensor]
@@ -100,6 +103,10 @@ class WindowOptions:
         temperature: the logits are divided by it before the soft-max (calibration, ``medseg.calibration``);
             probabilities, entropy and variance change, the arg-max does not.
         class_sums: return each class's probability summed over the volume (``StitchOutputs.class_sums``).
+        layout: ``medseg`` (MONAI's window positions, mirrored borders, Gaussian floored at 1e-3) or ``nnunet``
+            (nnU-Net v2's predictor: positions spread evenly with a step of at most ``(1 - overlap)`` x window, a
+            volume smaller than the window zero-padded centred, nnU-Net's Gaussian (``nnunet_gaussian``);
+            ``border_margin`` unused), for models imported from nnU-Net (``medseg.nnunet``).
     """
 
     window: tuple[int, ...]
@@ -114,8 +121,11 @@ class WindowOptions:
     softmax: bool = True
     temperature: float = 1.0
     class_sums: bool = False
+    layout: str = "medseg"
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if not 0 <= self.overlap < 1:
@@ -160,6 +170,49 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float, device: torch
         shape[axis] = size
         weight = weight * g.reshape(shape)
     return (weight / weight.max()).float().clamp_min(1e-3)
+
+
+def nnunet_window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices along one axis as nnU-Net v2 (``compute_steps_for_sliding_window``, step = 1 - overlap):
+    the fewest windows whose step is at most ``window * (1 - overlap)``, spread evenly from 0 to the far border."""
+    if size <= window:
+        return [0]
+    count = math.ceil((size - window) / (window * (1 - overlap))) + 1
+    step = (size - window) / (count - 1)
+    return [int(np.round(step * i)) for i in range(count)]
+
+
+def nnunet_gaussian(window: Sequence[int], sigma_scale: float = 0.125, device: torch.device | str = "cpu") -> Tensor:
+    """nnU-Net v2's importance map (``compute_gaussian``): a Gaussian (sigma = ``sigma_scale`` x window, cut at 4
+    sigma) centred on voxel ``size // 2``, scaled to a maximum of 10, stored in float16 with zeros (underflow)
+    replaced by the smallest non-zero value; returned as float32."""
+    weight = torch.ones((), dtype=torch.float64)
+    for axis, size in enumerate(window):
+        sigma = sigma_scale * size
+        x = torch.arange(size, dtype=torch.float64) - size // 2
+        g = torch.exp(-0.5 * (x / sigma) ** 2) if sigma > 0 else (x == 0).double()
+        g[x.abs() > int(4.0 * sigma + 0.5)] = 0
+        shape = [1] * len(window)
+        shape[axis] = size
+        weight = weight * g.reshape(shape)
+    weight = (weight / weight.max() * 10).half()
+    zero = weight == 0
+    if zero.any():
+        weight[zero] = weight[~zero].min()
+    return weight.float().to(device)
+
+
+def _pad_centred(volume: Tensor, window: Sequence[int]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """nnU-Net's padding: zeros up to the window size, half before (rounded down) and the rest after."""
+    pads, box = [], []
+    for size, w in zip(volume.shape[1:], window, strict=True):
+        extra = max(0, w - size)
+        pads.append((extra // 2, extra - extra // 2))
+        box.append((extra // 2, extra // 2 + size))
+    if not any(b or a for b, a in pads):
+        return volume, box
+    flat = [p for before_after in reversed(pads) for p in before_after]
+    return F.pad(volume, flat, mode="constant", value=0.0), box
 
 
 def _pad(volume: Tensor, window: Sequence[int], margin: int) -> tuple[Tensor, list[tuple[int, int]]]:
@@ -337,9 +390,11 @@ class _Finaliser:
             flat["variance"][at] = chosen.var(0, unbiased=False)
 
 
-def _window_grid(shape: Sequence[int], window: Sequence[int], overlap: float) -> tuple[list[tuple[int, ...]], int]:
+def _window_grid(shape: Sequence[int], window: Sequence[int], overlap: float,
+                 layout: str = "medseg") -> tuple[list[tuple[int, ...]], int]:
     """All window starts, sorted along the ring axis (the axis with the most positions)."""
-    starts = [window_starts(s, w, overlap) for s, w in zip(shape, window, strict=True)]
+    rule = nnunet_window_starts if layout == "nnunet" else window_starts
+    starts = [rule(s, w, overlap) for s, w in zip(shape, window, strict=True)]
     axis = max(range(len(shape)), key=lambda a: (len(starts[a]), shape[a]))
     order = [axis] + [a for a in range(len(shape)) if a != axis]
     grid = []
@@ -378,10 +433,15 @@ def sliding_window(volume: Tensor, predict: Predictor, channels: int, options: W
     device = torch.device(device) if device is not None else volume.device
     if len(options.window) != volume.dim() - 1:
         raise ValueError(f"window {options.window} has {len(options.window)} axes, the volume {volume.dim() - 1}")
-    padded, box = _pad(volume, options.window, options.border_margin)
     window = options.window
-    grid, axis = _window_grid(padded.shape[1:], window, options.overlap)
-    importance = gaussian_importance(window, options.sigma_scale, device)
+    if options.layout == "nnunet":
+        padded, box = _pad_centred(volume, window)
+        importance = nnunet_gaussian(window, options.sigma_scale, device) if options.sigma_scale > 0 else \
+            torch.ones(tuple(window), device=device)
+    else:
+        padded, box = _pad(volume, window, options.border_margin)
+        importance = gaussian_importance(window, options.sigma_scale, device)
+    grid, axis = _window_grid(padded.shape[1:], window, options.overlap, options.layout)
     batches = [grid[i: i + options.batch_size] for i in range(0, len(grid), options.batch_size)]
     spread = max(b[-1][axis] - b[0][axis] for b in batches)  # a batch may span several rows of windows
     ring = _Ring(passes, channels, padded.shape[1:], window[axis] + spread, axis, options.accumulate_dtype, device)

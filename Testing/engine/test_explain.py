@@ -21,11 +21,16 @@ CASES = {
     "vnet-3d": ("vnet", dict(spatial_dims=3, in_channels=1, num_classes=2, width=0.125)),
     "attention_unet-2d": ("attention_unet", dict(spatial_dims=2, in_channels=1, num_classes=2, width=0.125)),
     "attention_unet-3d": ("attention_unet", dict(spatial_dims=3, in_channels=2, num_classes=3, width=0.125)),
+    "plain_conv_unet-3d": ("plain_conv_unet", dict(spatial_dims=3, in_channels=1, num_classes=3, features=[4, 8, 16])),
+    "residual_encoder_unet-2d": ("residual_encoder_unet", dict(spatial_dims=2, in_channels=2, num_classes=2,
+                                                               features=[4, 8, 16], n_blocks_per_stage=[1, 1, 2])),
 }
 DEFAULT_LAYERS = {
-    "unet": "decoders.3", "unetpp": "nodes.x0_4", "vnet": "up_stages.3", "attention_unet": "decoder.3.conv"
+    "unet": "decoders.3", "unetpp": "nodes.x0_4", "vnet": "up_stages.3", "attention_unet": "decoder.3.conv",
+    "plain_conv_unet": "decoder.stages.1", "residual_encoder_unet": "decoder.stages.1",
 }
-BOTTLENECKS = {"unet": "encoders.4", "unetpp": "nodes.x4_0", "vnet": "down_stages.3", "attention_unet": "encoder.4"}
+BOTTLENECKS = {"unet": "encoders.4", "unetpp": "nodes.x4_0", "vnet": "down_stages.3", "attention_unet": "encoder.4",
+               "plain_conv_unet": "encoder.stages.2", "residual_encoder_unet": "encoder.stages.2"}
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -20,6 +20,19 @@ CASES = {
     "vnet-2d": ("vnet", dict(spatial_dims=2, in_channels=2, num_classes=3, width=0.25)),
     "attention_unet-3d": ("attention_unet", dict(spatial_dims=3, in_channels=2, num_classes=3, width=0.125)),
     "attention_unet-2d": ("attention_unet", dict(spatial_dims=2, in_channels=1, num_classes=2, width=0.125)),
+    # nnU-Net's networks: anisotropic kernels and strides, batch norm and ReLU variants
+    "plain_conv_unet-3d": ("plain_conv_unet", dict(
+        spatial_dims=3, in_channels=2, num_classes=3, features=[4, 8, 16],
+        kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]], strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+        n_conv_per_stage=[2, 2, 1], n_conv_per_stage_decoder=[1, 2])),
+    "plain_conv_unet-2d": ("plain_conv_unet", dict(
+        spatial_dims=2, in_channels=1, num_classes=2, features=[4, 8, 8, 16], norm="batch", nonlin="relu")),
+    "residual_encoder_unet-3d": ("residual_encoder_unet", dict(
+        spatial_dims=3, in_channels=1, num_classes=3, features=[4, 8, 16], kernel_sizes=[[1, 3, 3], 3, 3],
+        strides=[1, [1, 2, 2], 2], n_blocks_per_stage=[1, 2, 2], n_conv_per_stage_decoder=1)),
+    "residual_encoder_unet-2d": ("residual_encoder_unet", dict(
+        spatial_dims=2, in_channels=2, num_classes=2, features=[4, 8, 16], n_blocks_per_stage=[1, 1, 2],
+        n_conv_per_stage_decoder=[1, 1], norm="batch", nonlin="relu", stem_channels=6)),
 }
 ODD = {2: (37, 45), 3: (17, 19, 21)}
 

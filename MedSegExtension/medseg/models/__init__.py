@@ -10,6 +10,8 @@ from typing import Any
 
 from .attention_unet import AttentionUNet
 from .base import SegmentationNetwork
+from .plain_conv_unet import PlainConvUNet
+from .residual_encoder_unet import ResidualEncoderUNet
 from .unet import UNet
 from .unetpp import UNetPlusPlus
 from .vnet import VNet
@@ -21,6 +23,8 @@ ARCHITECTURES: dict[str, type[SegmentationNetwork]] = {
     "unetpp": UNetPlusPlus,
     "vnet": VNet,
     "attention_unet": AttentionUNet,
+    "plain_conv_unet": PlainConvUNet,  # nnU-Net's, for imported nnU-Net models (medseg import-nnunet)
+    "residual_encoder_unet": ResidualEncoderUNet,
 }
 
 
