@@ -5,7 +5,8 @@
         --description "..." [--metrics-json evaluation.json] [--pruning-json unetpp_pruning.json] \\
         [--split runs/hippocampus-unet3d/split.json] [--half]
 
-Adds the SNOMED CT terminology of each label from Resources/Models/terminology.json and, if given, the
+Adds the SNOMED CT terminology and recommended display color of each label from Resources/Models/terminology.json
+(entries by label name, colors in its ``_colors``) and, if given, the
 evaluation summary (medseg evaluate --json) and the UNet++ level table (scripts/benchmark_unetpp_pruning.py
 --json: in the metrics and, as a Markdown table, at the end of the description) to the card, and copies the
 run's split beside the model as NAME.split.json; the weights are unchanged (stored as float16 with --half).
@@ -25,6 +26,21 @@ from medseg.checkpoint import load_checkpoint, save_checkpoint
 MODELS = Path(__file__).resolve().parents[1] / "Resources" / "Models"
 
 
+def complete_labels(card: dict, codes: dict) -> list[str]:
+    """Give each label of `card` (a card dict) its codes and recommended color from terminology.json's `codes`
+    (entry by label name; ``_colors``: name -> RGB); returns the foreground labels that have no codes there."""
+    colors = codes.get("_colors", {})
+    missing = []
+    for label in card["labels"]:
+        name = label["name"]
+        label["terminology"] = codes.get(name, label.get("terminology")) if not name.startswith("_") else None
+        if name in colors:
+            label["color"] = list(colors[name])
+        if label["id"] != 0 and label["terminology"] is None:
+            missing.append(name)
+    return missing
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path)
@@ -35,10 +51,10 @@ def main() -> None:
     p.add_argument("--split", type=Path, help="the run's split.json, copied to Resources/Models/NAME.split.json")
     args = p.parse_args()
     loaded = load_checkpoint(args.checkpoint)
-    codes = json.loads((MODELS / "terminology.json").read_text())
     card = loaded.card.to_dict()
-    for label in card["labels"]:
-        label["terminology"] = codes.get(label["name"], label.get("terminology"))
+    missing = complete_labels(card, json.loads((MODELS / "terminology.json").read_text()))
+    if missing:
+        print(f"warning: no codes in {MODELS / 'terminology.json'} for {', '.join(missing)}")
     if args.description:
         card["description"] = args.description
     if args.metrics_json:

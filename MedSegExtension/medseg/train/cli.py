@@ -96,6 +96,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         "card records it and inference resamples to it and back (default: the data's own)")
     g.add_argument("--intensity", choices=["zscore", "ct", "minmax", "none"], default=None,
                    help="intensity normalisation (default: ct for CT, else zscore with 0.5/99.5 percentile clip)")
+    g.add_argument("--ct-window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="fixed 'ct' clipping window in HU, e.g. -125 275 (default: the foreground's 0.5/99.5 "
+                        "percentiles); the card records it and inference clips raw CT to it")
     g = p.add_argument_group("optimisation")
     g.add_argument("--patch", type=int, nargs=3, default=[40, 56, 40], metavar=("Z", "Y", "X"),
                    help="patch size in voxels, multiples of the size divisor (40 56 40)")
@@ -121,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=args.data, out=args.out, name=args.name, summary=args.summary, arch=args.arch, width=args.width,
         depth=args.depth, norm=None if args.norm == "none" else args.norm, intensity=args.intensity,
         spacing=tuple(args.spacing) if args.spacing else None,
+        ct_window=tuple(args.ct_window) if args.ct_window else None,
         patch=tuple(args.patch), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
         lr=args.lr, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
         schedule=args.schedule, step_size=args.step_size, loss=args.loss,

@@ -72,6 +72,8 @@ class TrainConfig:
             to it and back; None trains at the data's own spacing (the card records their median).
         intensity: intensity normalisation ``zscore``, ``ct``, ``minmax``, ``none``; None picks by modality.
         percentiles: clipping percentiles of the ``zscore`` (per image) and ``ct`` (training set) kinds.
+        ct_window: a fixed ``ct`` clipping window (low, high) in HU instead of the percentiles (e.g. the
+            [-125, 275] HU a data set was stored in); mean and std are still learnt from the foreground.
         patch: patch size in array order (z, y, x); each a multiple of the network's size divisor.
         epochs, steps_per_epoch, batch: steps_per_epoch 0 means one pass (training cases // batch).
         lr, optimizer, momentum, weight_decay, schedule, step_size, step_gamma: optimisation; SGD uses
@@ -95,6 +97,7 @@ class TrainConfig:
     spacing: tuple[float, float, float] | None = None
     intensity: str | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_window: tuple[float, float] | None = None
     patch: tuple[int, ...] = (40, 56, 40)
     epochs: int = 100
     steps_per_epoch: int = 0
@@ -136,6 +139,8 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr!r}"),
             (self.spacing is None or (len(self.spacing) == 3 and all(s > 0 for s in self.spacing)),
              f"spacing must be 3 positive sizes in mm (x, y, z), got {self.spacing!r}"),
+            (self.ct_window is None or (len(self.ct_window) == 2 and self.ct_window[0] < self.ct_window[1]),
+             f"ct_window must be (low, high) HU with low < high, got {self.ct_window!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -146,3 +151,5 @@ class TrainConfig:
         object.__setattr__(self, "val_include", tuple(self.val_include))
         if self.spacing is not None:
             object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        if self.ct_window is not None:
+            object.__setattr__(self, "ct_window", tuple(float(v) for v in self.ct_window))

@@ -233,14 +233,16 @@ def normalize(image: np.ndarray, norm: Normalization) -> np.ndarray:
 
 
 def fit_normalization(kind: str, images: list[np.ndarray], labels: list[np.ndarray],
-                      percentiles: tuple[float, float]) -> Normalization:
-    """The normalisation of one channel; ``ct`` learns its window and statistics from the foreground voxels."""
+                      percentiles: tuple[float, float],
+                      window: tuple[float, float] | None = None) -> Normalization:
+    """The normalisation of one channel; ``ct`` learns its statistics (and, without a fixed ``window``, its
+    clipping window from the percentiles) from the foreground voxels."""
     if kind != "ct":
         return Normalization(kind, percentiles if kind == "zscore" else None)
     fg = np.concatenate([im[lb > 0][::10] for im, lb in zip(images, labels, strict=True)])
     if fg.size == 0:
         raise ValueError("the 'ct' normalisation needs foreground voxels in the training labels; none were found")
-    lo, hi = (float(v) for v in np.percentile(fg, percentiles))
+    lo, hi = window if window is not None else (float(v) for v in np.percentile(fg, percentiles))
     clipped = np.clip(fg, lo, hi)
     return Normalization("ct", None, (lo, hi), float(clipped.mean()), max(float(clipped.std()), 1e-8))
 

@@ -185,7 +185,7 @@ def _cache(config: TrainConfig, info: DatasetInfo, split: dict[str, list[str]]):
         raw_val = [resample_raw(case, config.spacing) for case in raw_val]
     kinds = [config.intensity or ("ct" if modality == "CT" else "zscore") for _, modality in info.channels]
     norms = [fit_normalization(kind, [im[c] for im, _, _ in raw_train], [lb for _, lb, _ in raw_train],
-                               config.percentiles) for c, kind in enumerate(kinds)]
+                               config.percentiles, config.ct_window) for c, kind in enumerate(kinds)]
     weight_fn = None
     if config.loss == "boundary_ce":
         def weight_fn(label):
