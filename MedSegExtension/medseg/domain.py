@@ -15,11 +15,16 @@ model), measured on the training cases as they were read from disk, before any n
 Sizes and spacings are taken along the patient axes (L, P, S), not the voxel axes, so that the same anatomy
 stored in another voxel order compares equal. :func:`domain_warnings` compares an input with it:
 
-- size and spacing: more than :data:`SIZE_FACTOR` (:data:`SPACING_FACTOR`) times larger or smaller than
-  every training case along some patient axis;
+- size: more than :data:`SIZE_FACTOR` times larger or smaller than every training case along some patient axis;
+- spacing: more than :data:`SPACING_FACTOR` times coarser than every training case along some patient axis, or
+  (only for a card without ``spacing``, run at the input's own spacing) that many times finer. A card with a
+  ``spacing`` resamples every input to it, so a finer input (0.7 mm CT for a 3 mm model) loses nothing;
 - intensities of channels whose raw values the network sees on an absolute scale (``ct`` and ``none``
-  normalisation: HU or fixed units): a 1st or 99th percentile more than :data:`INTENSITY_MARGIN` of the
-  training range outside that range;
+  normalisation: HU or fixed units), compared after the card's own clipping (a ``ct`` window: air at -1000 HU
+  is normal CT even when the window starts at -125): a 1st or 99th percentile more than
+  :data:`INTENSITY_MARGIN` of the training range outside that range; and, when every training case had a
+  clearly negative 1st percentile (air or fat in HU), an input without one (below -:data:`NEGATIVE_FRACTION`
+  of its own 1-99 % range): an MR image, or a CT stored without its rescale (0..4095 for HU + 1024);
 - intensities of channels normalised per image (``zscore``, ``minmax``: MR in arbitrary scanner units, where
   the scale says nothing): only the sign. When every training case was non-negative (MR magnitude images), an
   input whose 1st percentile is clearly negative (below -:data:`NEGATIVE_FRACTION` of its own 1-99 % range,
@@ -151,9 +156,11 @@ def domain_warnings(card: ModelCard, channels: np.ndarray, geometry: Geometry) -
     channels = np.asarray(channels)
     extent, spacing = patient_extent(channels.shape[1:], geometry)
     out = []
-    for what, values, ranges, factor in (("size", extent, domain["extent_mm"], SIZE_FACTOR),
-                                         ("voxel spacing", spacing, domain["spacing_mm"], SPACING_FACTOR)):
-        message = _scale_warning(card, what, values, ranges, factor, domain["cases"])
+    finer_too = getattr(card, "spacing", None) is None  # a card with a spacing resamples finer inputs to it
+    for what, values, ranges, factor, smaller in (("size", extent, domain["extent_mm"], SIZE_FACTOR, True),
+                                                  ("voxel spacing", spacing, domain["spacing_mm"], SPACING_FACTOR,
+                                                   finer_too)):
+        message = _scale_warning(card, what, values, ranges, factor, domain["cases"], smaller)
         if message:
             out.append(message)
     for channel, described, array in zip(card.inputs, domain["channels"], channels, strict=True):
@@ -164,12 +171,14 @@ def domain_warnings(card: ModelCard, channels: np.ndarray, geometry: Geometry) -
 
 
 def _scale_warning(card: ModelCard, what: str, values: np.ndarray, ranges: list, factor: float,
-                   cases: int) -> str | None:
+                   cases: int, smaller: bool = True) -> str | None:
+    """A message when ``values`` (one per patient axis) are ``factor`` times above the training ranges, or below
+    them when ``smaller``; None otherwise."""
     ratios = []
     for axis, (value, (low, high)) in enumerate(zip(values, ranges, strict=True)):
         if value > factor * high:
             ratios.append(f"{value:.4g} mm along {_AXES[axis]} ({value / high:.3g}x the largest, {high:.4g} mm)")
-        elif value * factor < low:
+        elif smaller and value * factor < low:
             ratios.append(f"{value:.4g} mm along {_AXES[axis]} ({low / value:.3g}x below the smallest, {low:.4g} mm)")
     if not ratios:
         return None
@@ -182,17 +191,25 @@ def _scale_warning(card: ModelCard, what: str, values: np.ndarray, ranges: list,
 
 
 def _intensity_warning(card: ModelCard, channel, described: dict, array: np.ndarray) -> str | None:
-    low, high = _percentiles(array)
-    (low_min, _), (_, high_max) = described["p01"], described["p99"]
-    trained = (f"training cases' 1st percentiles {_fmt(described['p01'])}, 99th percentiles "
-               f"{_fmt(described['p99'])}")
+    norm = channel.normalization
+    clip = norm.window if norm.kind == "ct" else None  # compare what the network sees: values inside the window
+    low, high = _clipped(_percentiles(array), clip)
+    p01, p99 = _clipped(described["p01"], clip), _clipped(described["p99"], clip)
+    (low_min, low_max), (_, high_max) = p01, p99
+    clipped = f" clipped to the card's window {_fmt(clip)} HU" if clip else ""
+    trained = f"training cases' 1st percentiles {_fmt(p01)}, 99th percentiles {_fmt(p99)}{clipped}"
     where = f"input channel {channel.name!r} ({channel.modality})"
-    if channel.normalization.kind in _ABSOLUTE_SCALE:
+    if norm.kind in _ABSOLUTE_SCALE:
         margin = INTENSITY_MARGIN * max(high_max - low_min, 1e-6)
         if low < low_min - margin or high > high_max + margin:
             return (f"{where} has intensities far outside what model {card.name!r} was trained on: 1st percentile "
-                    f"{low:.4g}, 99th percentile {high:.4g} ({trained}); check the modality and units (CT in HU) "
-                    f"and that this is the intended model")
+                    f"{low:.4g}, 99th percentile {high:.4g}{clipped} ({trained}); check the modality and units (CT "
+                    f"in HU) and that this is the intended model")
+        if _clearly_negative(low_max, high_max, low_min) and not _clearly_negative(low, high, low):
+            return (f"{where} has no negative intensities: 1st percentile {low:.4g}{clipped}, but every training "
+                    f"case of model {card.name!r} had one well below 0 ({trained}, as air and fat in a CT in HU); "
+                    f"check that the image is a {channel.modality} in the units the model expects (not an MR, not "
+                    f"a CT stored without its rescale to HU, e.g. 0..4095) and that this is the intended model")
         return None
     if low_min >= 0 and low < -NEGATIVE_FRACTION * max(high - low, 1e-6):
         hu = " (air at -1000 as in a CT in HU)" if low <= -500 else ""
@@ -200,6 +217,18 @@ def _intensity_warning(card: ModelCard, channel, described: dict, array: np.ndar
                 f"{card.name!r} was non-negative ({trained}); check that the image is the kind of {channel.modality} "
                 f"image the model expects")
     return None
+
+
+def _clipped(pair: Sequence[float], window: Sequence[float] | None) -> tuple[float, float]:
+    """``pair`` clipped to ``window`` (unchanged without one)."""
+    if window is None:
+        return float(pair[0]), float(pair[1])
+    return tuple(float(min(max(v, window[0]), window[1])) for v in pair)  # type: ignore[return-value]
+
+
+def _clearly_negative(p01: float, p99: float, lowest: float) -> bool:
+    """Whether a 1st percentile ``p01`` is below 0 by more than :data:`NEGATIVE_FRACTION` of ``p99 - lowest``."""
+    return p01 < -NEGATIVE_FRACTION * max(p99 - lowest, 1e-6)
 
 
 def _fmt(pair: Sequence[float]) -> str:

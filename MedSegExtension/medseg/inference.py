@@ -7,7 +7,8 @@
 Steps: check the channels against the card -> crop to the ROI (the input's own index space) -> permute and
 flip into the card's voxel orientation (no interpolation) -> normalise -> resample to the model's spacing
 -> sliding-window inference (Gaussian-blended, optional mirroring TTA, 2D networks slice by slice) -> back
-to the input grid (probabilities resampled, then arg-max; the permutation and flips undone) -> paste the
+to the input grid (probabilities resampled, then arg-max: class by class with a running maximum unless the
+maps were asked for, so a CT never holds one full-grid map per class; the permutation and flips undone) -> paste the
 ROI back -> post-process -> Grad-CAM -> measure. Every output is on the input's exact grid.
 """
 
@@ -164,6 +165,21 @@ def _flip_sets(spatial_dims: int, tta: bool, mirror_axes: Sequence[int] | None =
     if not tta:
         return [()]
     return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
+def _resampled_argmax(probabilities: torch.Tensor, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    """``resample(probabilities, shape).argmax(0)`` class by class: the same labels (the first class wins a tie,
+    as in ``argmax``) holding two float maps of ``shape`` instead of one per class."""
+    if tuple(probabilities.shape[1:]) == tuple(shape):
+        return probabilities.argmax(0).numpy().astype(dtype)
+    best = resample(probabilities[:1], shape)[0]
+    labels = np.zeros(best.shape, dtype=dtype)
+    for k in range(1, probabilities.shape[0]):
+        candidate = resample(probabilities[k: k + 1], shape)[0]
+        labels[(candidate > best).numpy()] = k
+        torch.maximum(best, candidate, out=best)
+        del candidate
+    return labels
 
 
 def inference_window(shape: Sequence[int], patch: Sequence[int], size_divisor: int) -> tuple[int, ...]:
@@ -428,10 +444,14 @@ class Segmenter:
         # the card's temperature undone before resampling and applied after it, so the labels are the arg-max of
         # the uncalibrated resampled probabilities whatever the temperature (tempering is monotone per voxel)
         temperature = temperature_of(self.card)
-        probs = resample(torch.from_numpy(temper(np.stack([out.probabilities[k] for k in keep]), 1 / temperature)),
-                         shape)
-        result["labels"] = probs.argmax(0).numpy().astype(out.labels.dtype)
-        result["probabilities"] = temper(probs.numpy(), temperature) if options.probabilities else None
+        untempered = torch.from_numpy(temper(np.stack([out.probabilities[k] for k in keep]), 1 / temperature))
+        if options.probabilities:
+            probs = resample(untempered, shape)
+            result["labels"] = probs.argmax(0).numpy().astype(out.labels.dtype)
+            result["probabilities"] = temper(probs.numpy(), temperature)
+        else:  # never K maps on the input grid: a 512 x 512 x 300 CT and 14 classes would hold 4.4 GB of them
+            result["labels"] = _resampled_argmax(untempered, shape, out.labels.dtype)
+            result["probabilities"] = None
         for key in ("entropy", "variance"):
             if result[key] is not None:
                 result[key] = resample(torch.from_numpy(result[key])[None], shape)[0].numpy()

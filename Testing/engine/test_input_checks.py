@@ -355,7 +355,11 @@ def test_absolute_scale_channels_compare_intensities(tiny_checkpoint):
     ct_card = ModelCard.from_dict(d)
     volume = np.linspace(-1000, 300, 40 * 50 * 40, dtype=np.float32).reshape(40, 50, 40)
     assert domain_warnings(ct_card, volume[None], Geometry()) == []
-    (message,) = domain_warnings(ct_card, (volume * 4)[None], Geometry())
+    assert domain_warnings(ct_card, (volume * 4)[None], Geometry()) == []  # compared inside the window [-100, 200]
+    (message,) = domain_warnings(ct_card, (volume + 1024)[None], Geometry())  # stored without its rescale to HU
+    assert "no negative intensities: 1st percentile 37 clipped to the card's window -100 to 200 HU" in message
+    none_card = ModelCard.from_dict(d | {"inputs": [d["inputs"][0] | {"normalization": {"kind": "none"}}]})
+    (message,) = domain_warnings(none_card, (volume * 4)[None], Geometry())  # no window: compared as they are
     assert "1st percentile -3948, 99th percentile 1148" in message and "CT in HU" in message
 
 
