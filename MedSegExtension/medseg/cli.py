@@ -17,6 +17,7 @@ from .cli_evaluate import add_evaluate_parser
 from .cli_export import add_export_parser
 from .cli_segment import add_segment_parser
 from .cli_send import add_send_parser
+from .cli_serve import add_serve_parser
 from .models import ARCHITECTURES
 from .outputs import OutputError
 from .text import printable
@@ -66,6 +67,8 @@ def _describe(card: ModelCard, params: int) -> str:
              f"orientation: {card.orientation or 'not recorded (volumes fed as stored)'}",
              f"  training: {json.dumps(card.training)}", f"  metrics: {json.dumps(card.metrics)}",
              f"  calibration: {json.dumps(card.calibration) if card.calibration else 'none'}",
+             *([f"  ensemble: mean logits of {', '.join(card.ensemble)}"] if card.ensemble else []),
+             *([f"  runs as: {json.dumps(card.inference)}"] if card.inference else []),
              f"  engine version {card.engine_version}, card format {card.format_version}"]
     return "\n".join(printable(line) for line in lines)  # card text: no escape sequences reach the terminal
 
@@ -86,6 +89,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     out = import_state_dict(args.state_dict, card, args.output)
     print(f"wrote {out}")
     return 0
+
+
+def cmd_import_nnunet(args: argparse.Namespace) -> int:
+    from .nnunet import import_nnunet
+
+    folds = None if not args.folds else ("all" if args.folds == ["all"] else args.folds)
+    done = import_nnunet(args.results_folder, args.output, args.configuration, folds, args.checkpoint)
+    print(f"wrote {done.path} ({done.card.architecture}, {len(done.folds)} fold(s): {', '.join(done.folds)})")
+    return 0
+
+
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a fold is a number (0-4) or 'all', got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,12 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--card", required=True, help="model card JSON (architecture, arguments, inputs, labels, ...)")
     p.add_argument("--output", required=True, help="the .safetensors file to write")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("import-nnunet", help="convert an nnU-Net v2 results folder into a MedSeg checkpoint",
+                       description="Convert a model trained with nnU-Net v2 (its results folder: plans.json, "
+                                   "dataset.json, fold_N/checkpoint_final.pth) into one .safetensors checkpoint that "
+                                   "MedSeg runs as nnU-Net's predictor does; several folds are averaged. Checkpoints "
+                                   "are read with weights_only=True (never unpickling code).")
+    p.add_argument("results_folder", help="nnUNet_results/DatasetXXX_Name/Trainer__Plans__configuration")
+    p.add_argument("--configuration", help="nnU-Net configuration (default: from the folder name, else 3d_fullres)")
+    p.add_argument("--folds", nargs="+", type=_fold, metavar="FOLD",
+                   help="folds to average, e.g. 0 1 2 3 4, or 'all' for fold_all (default: every fold_N present)")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final", help="checkpoint_final or _best")
+    p.add_argument("--output", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=cmd_import_nnunet)
     add_segment_parser(sub)
     add_evaluate_parser(sub)
     add_export_parser(sub)
     add_train_parser(sub)
     add_finetune_parser(sub)
     add_send_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

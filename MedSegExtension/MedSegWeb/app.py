@@ -1,0 +1,443 @@
+"""`medseg serve`: the MedSeg panel's workflow in a web page, on the real Slicer core (trame-slicer).
+
+The page's controls are bound to :class:`MedSegWeb.session.WebSession`, which calls the bridge (``MedSegLib``) as the
+Slicer panel does. The views are trame-slicer's server-rendered slice and 3D views; correction uses its segment editor
+effects. The segmentation runs in the bridge's worker thread; an asyncio task polls it every 100 ms, so the page (and
+the views) stay interactive, and closing the tab does not stop the server or the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from trame.app import TrameApp
+from trame.decorators import change
+from trame.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+from medseg.outputs import safe_slug
+from MedSegLib.headless import register_converter_rules
+from MedSegLib.panel import Device, overlay_label, review_item_text
+from MedSegLib.tables import COLUMNS
+
+from .security import ServeOptions
+from .session import WebSession
+
+__all__ = ["MedSegWebApp", "serve"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # as the panel's QTimer
+REMEASURE_S = 0.3  # the table is measured this long after the last edit
+TABLE_KEYS = ("name", "voxel_count", "volume_ml", "soft_volume_ml", "volume_interval_lo_ml", "volume_interval_hi_ml",
+              "largest_diameter_mm", "intensity_mean", "ai_volume_ml", "added_ml", "removed_ml", "edited")
+TABLE_HEADERS = tuple((c.key, f"{c.title} ({c.unit})" if c.unit else c.title) for c in COLUMNS if c.key in TABLE_KEYS)
+_UPLOAD_JS = """
+const f = $event.target.files && $event.target.files[0];
+if (!f) {{ return; }}
+if (f.size > {limit}) {{
+  message_error = true;
+  message = `${{f.name}} is ${{(f.size / 1048576).toFixed(1)}} MB; uploads are limited to {limit_mb} MB`;
+}} else {{
+  busy = true;
+  trame.trigger('{trigger}', [f.name, f.size, $event.target.files]);
+}}
+"""
+
+
+def _no_view_ui(*_args) -> None:
+    """The views without trame-slicer's gutter (the page's own controls are in the drawer)."""
+
+
+class MedSegWebApp(TrameApp):
+    """The page and its bindings. One instance per server process (one user session).
+
+    Args:
+        options: bind address, token, data root and upload limit.
+        server: a trame server (None: a new one).
+    """
+
+    def __init__(self, options: ServeOptions, server=None):
+        super().__init__(server, client_type="vue3")
+        self.options = options
+        self.server.enable_module(trame_slicer_module)
+        register_converter_rules()  # closed surfaces for the 3D view, before the first segmentation node
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=_no_view_ui,
+                               three_d_view_ui_f=_no_view_ui)
+        self.layout_manager = LayoutManager(self.slicer_app.scene, self.slicer_app.view_manager, self.server)
+        self.layout_manager.register_layout("MedSeg", Layout(LayoutDirection.Horizontal, [
+            ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.threed_view()]))
+        self.layout_manager.set_layout("MedSeg")
+        self.session = WebSession(self.slicer_app, options)
+        self._edited_at: float | None = None
+        self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
+        self._init_state()
+        self._build_ui()
+        self.server.controller.on_server_ready.add(self._start_loops)
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    def _init_state(self) -> None:
+        s = self.state
+        s.trame__title = "MedSeg"
+        choices = self.session.choices
+        s.model_items = [{"title": c.text, "value": k} for k, c in choices.items()]
+        s.model_name = next(iter(choices), "")
+        s.card_text = self.session.card_text(s.model_name)
+        s.device = "auto"
+        s.device_items = [{"title": Device.label(d), "value": d.value} for d in Device]
+        s.device_line = self.session.device_line()
+        s.tta = False
+        s.uncertainty = True
+        s.probabilities = True
+        s.largest_component = False
+        s.fill_holes = False
+        s.volume_loaded = False
+        s.data_root_enabled = self.options.data_root is not None
+        s.server_path = ""
+        s.busy = False
+        s.running = False
+        s.progress = 0
+        s.message = "Open a volume to start."
+        s.message_error = False
+        s.has_result = False
+        s.overlay_items = [{"title": "none", "value": ""}]
+        s.overlay = ""
+        s.opacity = 0.5
+        s.effect = "none"
+        s.brush_mm = 5.0
+        s.segment_items = []
+        s.segment_id = ""
+        s.table_rows = []
+        s.table_headers = [{"title": t, "key": k} for k, t in TABLE_HEADERS]
+        s.review_items = []
+        s.download_name = "medseg.zip"
+        s.export_name = "medseg-dicom.zip"
+        s.dicom_source = False
+        s.has_probabilities = False
+        s.guided_threshold = 0.5
+        s.remeasured = 0  # counts the table's re-measures (the browser tests wait on it)
+
+    def _say(self, message: str, error: bool = False) -> None:
+        self.state.message = message
+        self.state.message_error = error
+
+    def _refresh_result(self) -> None:
+        s, session = self.state, self.session
+        s.has_result = session.segmentation is not None
+        base = safe_slug(session.segmentation.GetName()) if s.has_result else "medseg"
+        s.download_name, s.export_name = f"{base}.zip", f"{base}-dicom.zip"
+        s.has_probabilities = any(kind.startswith("probability:") for kind in session.overlays())
+        s.overlay_items = [{"title": "none", "value": ""}] + [
+            {"title": overlay_label(kind), "value": kind} for kind in session.overlays()]
+        s.overlay = getattr(session, "shown_overlay", None) or ""
+        s.segment_items = session.segment_items()
+        s.segment_id = s.segment_items[0]["value"] if s.segment_items else ""
+        s.review_items = [{"title": review_item_text(r), "value": i} for i, r in enumerate(session.review_regions)]
+        self._show_table(session.table())
+
+    def _show_table(self, rows: list[dict]) -> None:
+        def cell(value):
+            if isinstance(value, float):
+                return f"{value:.3f}"
+            return "" if value is None else str(value)
+
+        self.state.table_rows = [{k: cell(row.get(k)) for k, _ in TABLE_HEADERS} for row in rows]
+
+    # -- actions -----------------------------------------------------------------------------------------------------
+    def _guarded(self, what: str, action, *args) -> bool:
+        try:
+            action(*args)
+        except Exception as exc:  # every refusal ends in the page's message line
+            log.info("%s: %s", what, exc)
+            self._say(f"{what}: {exc}", error=True)
+            return False
+        return True
+
+    def _after_open(self) -> None:
+        s = self.state
+        s.volume_loaded = True
+        s.dicom_source = self.session.source_folder is not None
+        s.has_result = False
+        s.table_rows, s.review_items, s.segment_items = [], [], []
+        s.overlay_items, s.overlay, s.effect = [{"title": "none", "value": ""}], "", "none"
+        s.progress = 0
+        self._say(self.session.status.message)
+
+    def open_server_path(self) -> None:
+        if self._guarded("Cannot open", self.session.open_path, self.state.server_path):
+            self._after_open()
+
+    def upload(self, name: str, size: int, files: list[dict] | None = None) -> None:
+        """The file input's trigger (the page refuses a file over the limit before sending it; checked here again)."""
+        from trame.app.file_upload import ClientFile
+
+        self.state.busy = False
+        try:
+            content = ClientFile(files[0]).content if files else b""
+            if isinstance(content, list):  # trame sends large files in parts
+                content = b"".join(content)
+            self.session.open_upload(name, bytes(content))
+        except Exception as exc:
+            self._say(f"Cannot open {Path(str(name)).name}: {exc}", error=True)
+            return
+        self._after_open()
+
+    def segment(self) -> None:
+        s = self.state
+        values = {"modelName": s.model_name, "device": s.device, "tta": s.tta, "uncertainty": s.uncertainty,
+                  "probabilities": s.probabilities, "largestComponent": s.largest_component,
+                  "fillHoles": s.fill_holes, "overlayOpacity": s.opacity}
+        if self._guarded("MedSeg cannot segment", self.session.start, values):
+            s.running = True
+            s.progress = 0
+            self._say("Starting...")
+
+    def cancel(self) -> None:
+        self.session.cancel()
+        self._say(self.session.status.message)
+
+    def undo(self) -> None:
+        self._guarded("Undo", self.session.undo)
+
+    def redo(self) -> None:
+        self._guarded("Redo", self.session.redo)
+
+    def jump(self, index: int) -> None:
+        self._guarded("Review", self.session.jump_to_region, int(index))
+
+    def download(self):
+        try:
+            _name, content = self.session.results_zip()
+        except Exception as exc:
+            self._say(f"Saving failed; nothing was written: {exc}", error=True)
+            return None
+        return self.server.protocol.addAttachment(content)
+
+    def guided(self) -> None:
+        if self._guarded("Guided edit", self.session.guided_threshold, self.state.segment_id,
+                         self.state.guided_threshold):
+            self._on_edit()
+
+    def export(self):
+        try:
+            content = self.session.export_zip()
+        except Exception as exc:
+            self._say(f"Export failed; nothing was written: {exc}", error=True)
+            return None
+        return self.server.protocol.addAttachment(content)
+
+    @change("model_name")
+    def _on_model(self, model_name, **_):
+        self.state.card_text = self.session.card_text(model_name)
+
+    @change("overlay")
+    def _on_overlay(self, overlay, **_):
+        if self.session.segmentation is not None:
+            self._guarded("Overlay", self.session.show_overlay, overlay or "", self.state.opacity)
+
+    @change("opacity")
+    def _on_opacity(self, opacity, **_):
+        self._guarded("Opacity", self.session.set_opacity, opacity)
+
+    @change("effect", "brush_mm")
+    def _on_effect(self, effect, brush_mm, **_):
+        self._guarded("Edit", self.session.set_effect, effect, brush_mm)
+
+    @change("segment_id")
+    def _on_segment(self, segment_id, **_):
+        if segment_id and self.session.segmentation is not None:
+            self._guarded("Segment", self.session.set_segment, segment_id)
+
+    def _on_edit(self, *_args) -> None:
+        if self.session.segmentation is not None and self.session.task is None:
+            self._edited_at = time.monotonic()
+
+    def _fit_views(self) -> None:
+        """Fit the views to the result; the 3D view once its surfaces exist (they are built by its first render)."""
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.render()
+        self.slicer_app.display_manager.reset_views()
+
+    # -- loops -------------------------------------------------------------------------------------------------------
+    def _start_loops(self, **_):
+        asyncio.get_event_loop().create_task(self._poll_loop())
+
+    async def _poll_loop(self) -> None:
+        """Every 100 ms: the run's progress and outcome; the table 0.3 s after the last edit."""
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                self._tick()
+            except Exception:  # the loop must survive anything one tick does
+                log.exception("MedSeg web: poll failed")
+
+    def _tick(self) -> None:
+        session = self.session
+        applied = False
+        if session.task is not None or self.state.running:
+            with self.state:  # sent to the page when the block ends
+                status = session.poll()
+                self.state.progress = status.progress
+                if status.finished:
+                    self.state.running = False
+                    if status.error:
+                        self._say(status.error, error=True)
+                    else:
+                        self._say(status.message)
+                        if status.applied:
+                            self._refresh_result()
+                            applied = True
+                    self._edited_at = None
+                else:
+                    self.state.message = status.message
+        if applied:  # after the table and message went out: the first 3D render builds the surfaces
+            self._fit_views()
+        if self._edited_at is not None and time.monotonic() - self._edited_at > REMEASURE_S:
+            self._edited_at = None
+            with self.state:
+                try:
+                    self._show_table(session.remeasure())
+                    self.state.remeasured += 1
+                except Exception as exc:
+                    self._say(f"Volume table not updated: {exc}", error=True)
+
+    # -- page --------------------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        limit = self.options.max_upload_bytes
+        upload_js = _UPLOAD_JS.format(limit=limit, limit_mb=f"{self.options.max_upload_mb:g}",
+                                      trigger=self.server.trigger_name(self.upload))
+        with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
+            layout.title.set_text("MedSeg")
+            layout.drawer.width = 430
+            with layout.toolbar:
+                v3.VSpacer()
+                html.Div("{{ message }}", id="message",
+                         classes=("message_error ? 'text-red-lighten-2 text-body-2 px-4' : 'text-body-2 px-4'",),
+                         style="max-width: 70vw; white-space: normal;")
+            with layout.drawer, html.Div(classes="pa-3"):
+                self._open_ui(upload_js)
+                self._model_ui()
+                self._run_ui()
+                self._result_ui()
+            with layout.content, html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
+                with html.Div(style="flex: 1 1 auto; min-height: 0; width: 100%;", id="views"):
+                    self.layout_manager.initialize_layout_grid(layout)
+                self._table_ui()
+        self.ui = layout
+
+    def _table_ui(self) -> None:
+        """Under the views: the volume table (re-measured after edits) and the review list."""
+        with html.Div(v_if="has_result", classes="d-flex pa-2", style="flex: 0 0 auto; max-height: 32vh; "
+                      "overflow: auto; border-top: 1px solid #ccc;"):
+            with html.Div(style="flex: 3 1 0;"):
+                html.Div("Volumes", classes="text-subtitle-2")
+                with html.Table(id="volume-table", classes="text-caption", style="width: 100%;"):
+                    with html.Tr():
+                        for _, title in TABLE_HEADERS:
+                            html.Th(title, style="text-align: left; vertical-align: bottom; padding-right: 8px;")
+                    with html.Tr(v_for="row in table_rows", key="row.name"):
+                        for key, _ in TABLE_HEADERS:
+                            html.Td(f"{{{{ row.{key} }}}}", classes=f"col-{key}", style="padding-right: 8px;")
+                html.Div("{{ remeasured }}", id="remeasured", style="display: none;")
+            with html.Div(v_if="review_items.length", classes="ml-4", style="flex: 1 1 0;"):
+                html.Div("Review (most uncertain first)", classes="text-subtitle-2")
+                with html.Div(id="review-list"):
+                    html.Div("{{ item.title }}", v_for="item in review_items", key="item.value",
+                             click=(self.jump, "[item.value]"), classes="text-body-2 py-1 review-item",
+                             style="cursor: pointer; text-decoration: underline dotted;")
+
+    def _open_ui(self, upload_js: str) -> None:
+        html.Div("1. Volume", classes="text-subtitle-2")
+        html.Input(type="file", id="upload-input", change=upload_js, disabled=("running || busy",),
+                   accept=".nii,.nii.gz,.nrrd,.mha,.gz")
+        with html.Div(v_if="data_root_enabled", classes="d-flex align-center mt-2"):
+            v3.VTextField(v_model=("server_path",), label="Path in the data root", density="compact",
+                          hide_details=True, id="path-input")
+            v3.VBtn("Open", id="open-path", click=self.open_server_path, disabled=("running",), classes="ml-2")
+
+    def _model_ui(self) -> None:
+        html.Div("2. Model", classes="text-subtitle-2 mt-4")
+        v3.VSelect(v_model=("model_name",), items=("model_items",), density="compact", hide_details=True,
+                   id="model-select")
+        html.Pre("{{ card_text }}", id="card-text", classes="text-caption",
+                 style="white-space: pre-wrap; font-family: inherit;")
+        v3.VSelect(v_model=("device",), items=("device_items",), label="Device", density="compact",
+                   hide_details=True, id="device-select")
+        html.Div("{{ device_line }}", classes="text-caption")
+        with html.Div(classes="d-flex flex-wrap"):
+            for key, text in (("tta", "Test-time augmentation"), ("uncertainty", "Uncertainty + review"),
+                              ("probabilities", "Keep probabilities"), ("largest_component", "Largest component"),
+                              ("fill_holes", "Fill holes")):
+                v3.VCheckbox(v_model=(key,), label=text, density="compact", hide_details=True, id=f"opt-{key}")
+
+    def _run_ui(self) -> None:
+        html.Div("3. Segment", classes="text-subtitle-2 mt-2")
+        with html.Div(classes="d-flex"):
+            v3.VBtn("Segment", id="segment-button", color="primary", click=self.segment,
+                    disabled=("!volume_loaded || running",))
+            v3.VBtn("Cancel", id="cancel-button", click=self.cancel, disabled=("!running",), classes="ml-2")
+        v3.VProgressLinear(model_value=("progress",), height=8, classes="mt-2", id="progress",
+                           color=("running ? 'primary' : 'success'",))
+        html.Div("{{ progress }}", id="progress-value", style="display: none;")
+
+    def _result_ui(self) -> None:
+        with html.Div(v_if="has_result"):
+            html.Div("4. Overlays", classes="text-subtitle-2 mt-4")
+            v3.VSelect(v_model=("overlay",), items=("overlay_items",), density="compact", hide_details=True,
+                       id="overlay-select")
+            v3.VSlider(v_model=("opacity",), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
+                       density="compact", id="opacity")
+            html.Div("5. Correct (the table below is measured again after each edit)", classes="text-subtitle-2 mt-2")
+            v3.VSelect(v_model=("segment_id",), items=("segment_items",), density="compact", hide_details=True,
+                       id="segment-select")
+            with v3.VBtnToggle(v_model=("effect",), mandatory=True, density="compact", classes="mt-2"):
+                v3.VBtn("View", value="none", id="effect-none")
+                v3.VBtn("Paint", value="paint", id="effect-paint")
+                v3.VBtn("Erase", value="erase", id="effect-erase")
+            v3.VBtn("Undo", id="undo-button", click=self.undo, classes="ml-2 mt-2", density="compact")
+            v3.VBtn("Redo", id="redo-button", click=self.redo, classes="ml-1 mt-2", density="compact")
+            v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="Brush (mm)", hide_details=True,
+                       density="compact")
+            with html.Div(v_if="has_probabilities", classes="d-flex align-center mt-1"):
+                v3.VSlider(v_model=("guided_threshold",), min=0.05, max=0.95, step=0.05, hide_details=True,
+                           density="compact", label="Probability >=", thumb_label=True, id="guided-threshold")
+                v3.VBtn("Apply", id="guided-apply", click=self.guided, density="compact", classes="ml-2")
+            html.Div("6. Save", classes="text-subtitle-2 mt-2")
+            trigger = self.server.trigger_name(self.download)
+            v3.VBtn("Results (.zip)", id="download-button", prepend_icon="mdi-download",
+                    click=f"utils.download(download_name, trigger('{trigger}'), 'application/zip')")
+            export = self.server.trigger_name(self.export)
+            v3.VBtn("DICOM SEG + SR + PDF", id="export-button", prepend_icon="mdi-file-export", classes="ml-2",
+                    disabled=("!dicom_source",), click=f"utils.download(export_name, trigger('{export}'), "
+                    "'application/zip')")
+
+
+def serve(options: ServeOptions) -> int:
+    """Start the server (blocks until it stops). The token, if any, is the page's ``?secret=`` parameter."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    os.environ["TRAME_WS_MAX_MSG_SIZE"] = str(options.max_upload_bytes + 2**20)
+    argv = ["medseg-serve", "--server", "--timeout", "0"]
+    if options.token:
+        argv += ["--authKey", options.token]
+    saved, sys.argv = sys.argv, argv  # trame reads its options from sys.argv; medseg's own are parsed already
+    try:
+        app = MedSegWebApp(options)
+        print(f"MedSeg web: http://{options.host}:{options.port}/" + ("?secret=<token>" if options.token else ""),
+              flush=True)
+        app.server.start(host=options.host, port=options.port, open_browser=False, timeout=0)
+    finally:
+        sys.argv = saved
+        if "app" in locals():
+            app.session.close()
+    return 0

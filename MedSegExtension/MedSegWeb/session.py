@@ -1,0 +1,316 @@
+"""The web page's workflow on the scene of a trame-slicer ``SlicerApp``, through the same bridge as the Slicer panel.
+
+Every step is a call into ``MedSegLib`` (``run.read_inputs``, ``worker.start_segmentation``, ``run.apply``,
+``display.show_overlay``, ``tables.recompute_table``, ``export.save_results``, ``review.jump_to``); this class only
+keeps what the page shows between calls. No trame here: :mod:`MedSegWeb.app` binds it to the page. Main thread only,
+except the segmentation's worker thread, which never touches the scene.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from MedSegLib import panel
+from MedSegLib.display import set_overlay_opacity, show_overlay
+from MedSegLib.export import save_results
+from MedSegLib.review import jump_to
+from MedSegLib.run import MODEL_CACHE, ModelCache, apply, read_inputs
+from MedSegLib.segmentation import TABLE_ROLE, overlay_nodes
+from MedSegLib.tables import recompute_table, table_rows
+from MedSegLib.worker import start_segmentation
+
+from .security import ServeOptions, check_upload, resolve_in_root
+
+__all__ = ["Status", "WebSession"]
+
+RESULT_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLVolumeNode")
+EFFECTS = ("none", "paint", "erase")
+
+
+@dataclass
+class Status:
+    """What the page shows of a run: progress (0-100), the status line, and whether a run is going."""
+
+    running: bool = False
+    progress: float = 0.0
+    message: str = ""
+    error: str = ""
+    finished: bool = False
+    applied: bool = False  # the run's result went into the scene
+    warnings: list[str] = field(default_factory=list)
+
+
+class WebSession:
+    """One user's workflow on one scene (one server process serves one session).
+
+    Args:
+        slicer_app: the trame-slicer ``SlicerApp`` whose scene, IO manager, display manager and segmentation editor
+            the page shows.
+        options: the server's options (data root, upload limit).
+        cache: where loaded models are kept (None: the bridge's shared cache).
+    """
+
+    def __init__(self, slicer_app: Any, options: ServeOptions, cache: ModelCache | None = None):
+        from undo_stack import UndoStack
+
+        self.app = slicer_app
+        self.scene = slicer_app.scene
+        self.options = options
+        self.cache = cache if cache is not None else MODEL_CACHE
+        self.volume = None
+        self.source_folder: Path | None = None
+        self.segmentation = None
+        self.task = None
+        self._run = None
+        self.review_regions: list = []
+        self.status = Status(message="Open a volume to start.")
+        self.undo_stack = UndoStack()
+        self.app.segmentation_editor.set_undo_stack(self.undo_stack)
+        self._uploads = Path(tempfile.mkdtemp(prefix="medseg-web-"))
+        self.choices = self._model_choices()
+
+    def close(self) -> None:
+        shutil.rmtree(self._uploads, ignore_errors=True)
+
+    # -- models ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _model_choices() -> dict[str, panel.ModelChoice]:
+        from medseg.catalog import bundled_models
+        from medseg.checkpoint import read_card
+
+        choices, _problems = panel.model_choices(bundled_models(), [], read_card)
+        return {c.key: c for c in choices}
+
+    def card_text(self, key: str) -> str:
+        choice = self.choices.get(key)
+        return panel.describe_card(choice.card) if choice is not None else ""
+
+    @staticmethod
+    def device_line() -> str:
+        from medseg.device import available_devices
+
+        return panel.device_summary(available_devices())
+
+    # -- volumes -----------------------------------------------------------------------------------------------------
+    def open_path(self, relative: str):
+        """Open a file named relative to the data root (confined to it: ``security.resolve_in_root``)."""
+        return self._load(resolve_in_root(self.options.data_root, relative))
+
+    def open_upload(self, name: str, content: bytes):
+        """Open an uploaded file (kept in this session's temporary folder)."""
+        base = check_upload(name, len(content), self.options.max_upload_bytes)
+        if self.task is not None:
+            raise ValueError("a segmentation is running; wait for it or click Cancel before opening another volume")
+        for old in self._uploads.glob("upload-*"):  # one upload kept at a time (the volume open now)
+            shutil.rmtree(old, ignore_errors=True)
+        path = Path(tempfile.mkdtemp(prefix="upload-", dir=self._uploads)) / base
+        path.write_bytes(content)
+        return self._load(path)
+
+    def _load(self, path: Path):
+        from medseg.io import read_image
+
+        if self.task is not None:
+            raise ValueError("a segmentation is running; wait for it or click Cancel before opening another volume")
+        read_image(path)  # the engine's checks: a non-image, a truncated or non-finite file gets a message naming it
+        files = sorted(str(p) for p in path.iterdir() if p.is_file()) if path.is_dir() else [str(path)]
+        self._clear()
+        nodes = self.app.io_manager.load_volumes(files)
+        if not nodes:
+            raise ValueError(f"{path.name}: the Slicer core could not read it as a volume; use NIfTI, NRRD or MHA")
+        self.volume = nodes[0]
+        self.source_folder = path if path.is_dir() else None  # a DICOM series: the source of DICOM SEG/SR and PDF
+        self.app.display_manager.show_volume_in_slice_background(self.volume)
+        self.app.display_manager.reset_views()
+        self.status = Status(message=f"Opened {path.name}. Pick a model and click Segment.")
+        return self.volume
+
+    def _clear(self) -> None:
+        """Remove the previous volume and its results (the views, color tables and editor node stay)."""
+        self.app.segmentation_editor.deactivate_effect()
+        for cls in RESULT_CLASSES:
+            for node in list(self.scene.GetNodesByClass(cls)):
+                self.scene.RemoveNode(node)
+        self.volume = self.segmentation = None
+        self.review_regions = []
+        self.undo_stack.clear()
+
+    # -- segment -----------------------------------------------------------------------------------------------------
+    def settings(self, values: dict[str, Any]) -> panel.RunSettings:
+        """The run's settings from the page's values, read by the panel's own ``settings_from_parameters``."""
+        choice = self.choices.get(values.get("modelName") or "")
+        if choice is None:
+            raise ValueError("no model selected; pick one in the Model list")
+        defaults = {"device": "auto", "tta": False, "overlap": 0.5, "pruneLevel": 0, "accurate": False,
+                    "largestComponent": False, "fillHoles": False, "minIslandMl": 0.0, "uncertainty": True,
+                    "probabilities": True, "activationClass": "", "replacePrevious": True, "overlayOpacity": 0.5}
+        return panel.settings_from_parameters(SimpleNamespace(**{**defaults, **values}), choice.card)
+
+    def start(self, values: dict[str, Any]) -> None:
+        """The Segment button: copy the inputs out of the scene and start the engine in a worker thread."""
+        if self.task is not None:
+            raise ValueError("a segmentation is already running; wait for it or click Cancel")
+        if self.volume is None:
+            raise ValueError("no volume open; upload a file or open one from the data root first")
+        settings = self.settings(values)
+        card = self.choices[settings.model].card
+        inputs = read_inputs([self.volume], card)
+        self.task = start_segmentation(self.cache, settings.model, settings.device, inputs,
+                                       settings.segment_options())
+        self._run = (inputs, settings)
+        self.status = Status(running=True, message="Starting...")
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.status.message = "Cancelling (within one window)..."
+
+    def poll(self) -> Status:
+        """Progress of the running task; once it is over, its outcome (a result goes into the scene here)."""
+        task = self.task
+        if task is None:
+            return self.status
+        progress = task.progress()
+        self.status.progress = round(100 * progress.fraction, 1)
+        if not task.cancelled:
+            self.status.message = progress.message
+        outcome = task.take()
+        if outcome is None:
+            return self.status
+        self.task = None
+        (inputs, settings), self._run = self._run, None
+        if outcome.state == "done":
+            self._apply(inputs, outcome, settings)
+        elif outcome.state == "cancelled":
+            self.status = Status(finished=True, message="Cancelled: nothing was changed.")
+        else:
+            self.status = Status(finished=True, error=f"Segmentation failed; nothing was changed: {outcome.error}")
+        return self.status
+
+    def _apply(self, inputs, outcome, settings) -> None:
+        try:
+            applied = apply(self.scene, inputs, outcome.result, settings.apply_options())
+        except Exception as exc:
+            self.status = Status(finished=True, error=f"The result could not be added to the scene: {exc}")
+            return
+        self.segmentation = self.scene.GetNodeByID(applied.segmentation_id)
+        editor = self.app.segmentation_editor
+        editor.set_active_segmentation(self.segmentation, self.volume)
+        editor.show_3d(True)  # closed surfaces in the 3D view, updated after each edit
+        review = outcome.result.review
+        self.review_regions = list(review.regions) if review is not None else []
+        self.shown_overlay = applied.shown_overlay
+        warnings = list(outcome.result.warnings)
+        self.status = Status(finished=True, applied=True, progress=100.0, warnings=warnings, message=panel.done_message(
+            outcome.seconds, outcome.result.info.get("device", settings.device), warnings))
+
+    # -- results -----------------------------------------------------------------------------------------------------
+    def table(self) -> list[dict]:
+        table = self.segmentation.GetNodeReference(TABLE_ROLE) if self.segmentation is not None else None
+        return table_rows(table) if table is not None else []
+
+    def remeasure(self) -> list[dict]:
+        """The volume table measured again (after edits), as the panel's 0.5 s timer does."""
+        if self.segmentation is None or self.task is not None:
+            return self.table()
+        recompute_table(self.segmentation)
+        return self.table()
+
+    def overlays(self) -> dict[str, Any]:
+        return overlay_nodes(self.segmentation) if self.segmentation is not None else {}
+
+    def show_overlay(self, kind: str, opacity: float) -> None:
+        node = self.overlays().get(kind) if kind else None
+        show_overlay(self.scene, node, float(opacity), background_node=self.volume)
+
+    def set_opacity(self, opacity: float) -> None:
+        set_overlay_opacity(self.scene, float(opacity))
+
+    def jump_to_region(self, index: int) -> None:
+        jump_to(self.scene, self.review_regions[index].centroid_ras)
+
+    # -- correction --------------------------------------------------------------------------------------------------
+    def set_effect(self, name: str, brush_mm: float | None = None) -> None:
+        """Paint, erase or none (trame-slicer's segment editor effects, with undo)."""
+        from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+
+        editor = self.app.segmentation_editor
+        if name == "none" or self.segmentation is None:
+            editor.deactivate_effect()
+            return
+        if name not in EFFECTS:
+            raise ValueError(f"unknown effect {name!r}; use one of {', '.join(EFFECTS)}")
+        effect = editor.set_active_effect_type(SegmentationEffectPaint if name == "paint" else SegmentationEffectErase)
+        if effect is not None and brush_mm:
+            from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
+
+            effect.set_brush_diameter(float(brush_mm), BrushDiameterMode.Absolute)
+
+    def set_segment(self, segment_id: str) -> None:
+        self.app.segmentation_editor.set_active_segment_id(segment_id)
+
+    def segment_items(self) -> list[dict]:
+        editor = self.app.segmentation_editor
+        if self.segmentation is None:
+            return []
+        return [{"title": name, "value": sid} for sid, name in
+                zip(editor.get_segment_ids(), editor.get_segment_names(), strict=True)]
+
+    def guided_threshold(self, segment_id: str, threshold: float) -> None:
+        """The segment set to its probability map above `threshold`, grown from the segment
+        (``MedSegLib.guided_edit.apply_threshold``), as one step of the page's undo stack."""
+        from trame_slicer.segmentation.segmentation_undo_command import SegmentationLabelMapUndoCommand
+
+        from MedSegLib.guided_edit import apply_threshold
+
+        if self.segmentation is None:
+            raise ValueError("no segmentation to edit; click Segment first")
+        with SegmentationLabelMapUndoCommand.push_state_change(self.app.segmentation_editor.active_segmentation):
+            apply_threshold(self.scene, self.segmentation, segment_id, float(threshold), save_state=lambda: None)
+
+    def undo(self) -> None:
+        if self.undo_stack.can_undo():
+            self.undo_stack.undo()
+
+    def redo(self) -> None:
+        if self.undo_stack.can_redo():
+            self.undo_stack.redo()
+
+    # -- save --------------------------------------------------------------------------------------------------------
+    def results_zip(self) -> tuple[str, bytes]:
+        """The result as it is now (``.seg.nrrd``, NIfTI label map, CSV, the AI's mask) in one zip."""
+        if self.segmentation is None:
+            raise ValueError("no segmentation to save; click Segment first")
+        with tempfile.TemporaryDirectory(dir=self._uploads) as folder:
+            files = save_results(folder, self.segmentation)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                for path in files.values():
+                    archive.write(path, Path(path).name)
+        name = Path(next(iter(files.values()))).name.split(".")[0]
+        return f"{name}.zip", buffer.getvalue()
+
+    def export_zip(self) -> bytes:
+        """DICOM SEG, DICOM SR and the PDF report of the result as it is now (``MedSegLib.dicom_export``), zipped."""
+        from MedSegLib.dicom_export import export_result
+
+        if self.segmentation is None:
+            raise ValueError("no segmentation to export; click Segment first")
+        if self.source_folder is None:
+            raise ValueError("DICOM SEG/SR and the PDF report need a DICOM series as input: open a DICOM folder from "
+                             "the data root (Download results saves this result as .seg.nrrd, NIfTI and CSV)")
+        with tempfile.TemporaryDirectory(dir=self._uploads) as folder:
+            exported = export_result(self.scene, self.segmentation, folder, meshes=False,
+                                     source_folder=self.source_folder)
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                for path in exported.paths:
+                    archive.write(path, Path(path).name)
+        return buffer.getvalue()
