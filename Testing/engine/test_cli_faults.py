@@ -297,7 +297,10 @@ def test_ctrl_c_exits_130_without_traceback_or_files(tmp_path, ckpt):
     cmd = [sys.executable, "-m", "medseg", "segment", str(big), "--model", str(ckpt), "--output",
            str(out / "seg.seg.nrrd"), "--probabilities", str(out / "p.nii.gz"), "--report", str(out / "r.json"),
            "--device", "cpu", "--threads", "1", "--overlap", "0.5"]
-    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV)
+    # As in a terminal: a suite started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and a Python child keeps an ignored SIGINT ignored, so restore the default for the child.
+    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     while b"window" not in seen:
         chunk = os.read(process.stderr.fileno(), 4096)
