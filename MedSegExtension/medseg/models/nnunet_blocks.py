@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvNormAct", "StackedConvs", "UNetDecoder", "as_per_axis", "axis_divisors"]
+__all__ = ["ConvNormAct", "EncoderDecoderHead", "StackedConvs", "UNetDecoder", "as_per_axis", "axis_divisors"]
 
 NORMS = ("instance", "batch", None)
 NONLINS = ("leaky_relu", "relu")
@@ -172,3 +172,18 @@ def per_stage_counts(value: int | Sequence[int], stages: int, what: str) -> list
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
         raise ValueError(f"{what} must be positive integers, got {value!r}")
     return items
+
+
+class EncoderDecoderHead:
+    """``forward``, ``linear_head`` and ``forward_features`` of a network made of ``encoder``, ``decoder`` and a 1x1
+    ``head`` (PlainConvUNet, ResidualEncoderUNet); listed before ``SegmentationNetwork`` among the bases."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))
+
+    def linear_head(self) -> nn.Module:
+        return self.head
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last decoder stage's output `(B, features[0], *spatial)`, the head's input."""
+        return self.decoder(self.encoder(x))

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .base import SegmentationNetwork
-from .nnunet_blocks import StackedConvs, Style, UNetDecoder, axis_divisors, per_stage_counts, stage_layout
+from .nnunet_blocks import (
+    EncoderDecoderHead,
+    StackedConvs,
+    Style,
+    UNetDecoder,
+    axis_divisors,
+    per_stage_counts,
+    stage_layout,
+)
 
 __all__ = ["PlainConvUNet"]
 
@@ -39,7 +47,7 @@ class PlainEncoder(nn.Module):
         return skips
 
 
-class PlainConvUNet(SegmentationNetwork):
+class PlainConvUNet(EncoderDecoderHead, SegmentationNetwork):
     """nnU-Net's PlainConvUNet.
 
     Args:
@@ -77,13 +85,3 @@ class PlainConvUNet(SegmentationNetwork):
         self.decoder = UNetDecoder(style, chans, kernels, steps,
                                    per_stage_counts(n_conv_per_stage_decoder, n - 1, "n_conv_per_stage_decoder"))
         self.head = style.conv_cls(chans[0], num_classes, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
-
-    def linear_head(self) -> nn.Module:
-        return self.head
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last decoder stage's output `(B, features[0], *spatial)`, the head's input."""
-        return self.decoder(self.encoder(x))

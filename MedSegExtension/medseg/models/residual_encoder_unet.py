@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .base import SegmentationNetwork
 from .nnunet_blocks import (
     ConvNormAct,
+    EncoderDecoderHead,
     StackedConvs,
     Style,
     UNetDecoder,
@@ -78,7 +79,7 @@ class ResidualEncoder(nn.Module):
         return skips
 
 
-class ResidualEncoderUNet(SegmentationNetwork):
+class ResidualEncoderUNet(EncoderDecoderHead, SegmentationNetwork):
     """nnU-Net's ResidualEncoderUNet with BasicBlockD blocks.
 
     Args: as :class:`~medseg.models.plain_conv_unet.PlainConvUNet`, with ``n_blocks_per_stage`` (residual blocks
@@ -109,13 +110,3 @@ class ResidualEncoderUNet(SegmentationNetwork):
         self.decoder = UNetDecoder(style, chans, kernels, steps,
                                    per_stage_counts(n_conv_per_stage_decoder, n - 1, "n_conv_per_stage_decoder"))
         self.head = style.conv_cls(chans[0], num_classes, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x))
-
-    def linear_head(self) -> nn.Module:
-        return self.head
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last decoder stage's output `(B, features[0], *spatial)`, the head's input."""
-        return self.decoder(self.encoder(x))
