@@ -262,13 +262,16 @@ def untrained_folder(args: argparse.Namespace) -> Path:
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+    sys.path.insert(0, str(ROOT / "MedSegExtension"))
+    from medseg.nnunet import read_nnunet_checkpoint
+
     src = results_folder(args.work)
     dst = args.work / "results_untrained" / src.name
     (dst / "fold_0").mkdir(parents=True, exist_ok=True)
     for name in ("plans.json", "dataset.json"):
         shutil.copy(src / name, dst / name)
     name = f"checkpoint_{args.checkpoint}.pth"
-    ckpt = torch.load(src / "fold_0" / name, map_location="cpu", weights_only=False)  # nnU-Net's own file
+    ckpt = read_nnunet_checkpoint(src / "fold_0" / name)  # weights_only, numpy safe globals only
     arch = json.loads((src / "plans.json").read_text())["configurations"]["3d_fullres"]["architecture"]
     torch.manual_seed(0)
     net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"], 1, 3,
