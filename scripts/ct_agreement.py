@@ -39,12 +39,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from medseg.catalog import resolve_checkpoint
 from medseg.checkpoint import read_card
 from medseg.cli import main as medseg_main
-from medseg.cli_export import checkpoint_sha256
+from medseg.cli_export import _resample_nearest, checkpoint_sha256
 from medseg.geometry import Geometry
 from medseg.io import read_image
 from medseg.metrics import score_label
@@ -107,23 +106,6 @@ def segment(model: str, inputs: list[Path], folder: Path, args, extra: tuple[str
     return result
 
 
-def _sitk(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(geometry.spacing)
-    image.SetOrigin(geometry.origin)
-    image.SetDirection([v for row in geometry.direction for v in row])
-    return image
-
-
-def on_grid(labels: np.ndarray, geometry: Geometry, shape, target: Geometry) -> np.ndarray:
-    """`labels` mapped (nearest neighbour, physical space) onto the grid `shape`/`target` (0 outside)."""
-    if labels.shape == tuple(shape) and geometry == target:
-        return labels
-    out = sitk.Resample(_sitk(labels, geometry), _sitk(np.zeros(shape, dtype=labels.dtype), target),
-                        sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    return sitk.GetArrayFromImage(out)
-
-
 def compare(pred: np.ndarray, ref: np.ndarray, geometry: Geometry, pairs: dict[int, int | None],
             names: dict[int, str]) -> list[dict]:
     """Per model label: the reference class it maps to, Dice, HD95, both volumes."""
@@ -155,7 +137,7 @@ def totalsegmentator_case(model: str, names: dict[int, str], base: Path, work: P
         run = segment(model, [base / name], folder, args)
         entry = {"exit_code": run["exit_code"], "error": run["error"], "seconds": run["seconds"]}
         if run["labels"] is not None:
-            pred = on_grid(run["labels"], run["geometry"], seg.shape, seg_geometry)
+            pred = _resample_nearest(run["labels"], run["geometry"], tuple(seg.shape), seg_geometry)
             entry.update(shape=list(run["labels"].shape), warnings=run["report"].get("warnings", []),
                          rows=compare(pred, seg, seg_geometry, pairs, names))
         out["runs"][name] = entry

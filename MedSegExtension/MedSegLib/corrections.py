@@ -23,7 +23,7 @@ import slicer
 
 from medseg.edits import EditStats, compare_masks
 
-from .segmentation import LABEL_ID_TAG, _tag, labelmap_from_segmentation, layers, segment_labels, source_volume
+from .segmentation import LABEL_ID_TAG, _tag, layer_labelmaps, source_volume
 from .volumes import geometry_from_volume, update_volume_from_array
 
 __all__ = ["AI_MASK_ROLE", "EDITED_ATTRIBUTE", "ai_labels", "ai_mask_node", "edit_stats", "result_edited",
@@ -70,19 +70,20 @@ def ai_labels(segmentation_node, volume_node=None) -> np.ndarray | None:
     return labels if labels.shape == tuple(dims[::-1]) else None
 
 
-def edit_stats(segmentation_node, volume_node=None) -> dict[str, EditStats] | None:
-    """Per segment ID, the AI mask against the segment as it is now; None when the result has no AI mask."""
+def edit_stats(segmentation_node, volume_node=None, exported=None) -> dict[str, EditStats] | None:
+    """Per segment ID, the AI mask against the segment as it is now; None when the result has no AI mask.
+
+    `exported`: the segmentation's ``layer_labelmaps`` on the source volume when the caller already has them (the
+    table's re-measure), so each layer is exported once.
+    """
     ai = ai_labels(segmentation_node, volume_node)
     if ai is None:
         return None
     volume_node = source_volume(segmentation_node, volume_node)
     geometry = geometry_from_volume(volume_node)
-    labels = dict(segment_labels(segmentation_node))
     segmentation = segmentation_node.GetSegmentation()
     out: dict[str, EditStats] = {}
-    for group in layers(segmentation_node):
-        specs = [labels[sid] for sid in group]
-        corrected = labelmap_from_segmentation(segmentation_node, volume_node, group, [s.id for s in specs])
+    for group, specs, corrected in exported or layer_labelmaps(segmentation_node, volume_node):
         model = [s.id for sid, s in zip(group, specs, strict=True)
                  if _tag(segmentation.GetSegment(sid), LABEL_ID_TAG) == str(s.id)]
         ai_layer = np.where(np.isin(ai, model), ai, 0)

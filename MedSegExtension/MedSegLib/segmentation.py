@@ -45,6 +45,7 @@ __all__ = [
     "build_segments",
     "find_result",
     "labelmap_from_segmentation",
+    "layer_labelmaps",
     "overlay_nodes",
     "place_in_hierarchy",
     "segment_labels",
@@ -256,6 +257,18 @@ def layers(segmentation_node) -> list[list[str]]:
     for sid in _segment_ids(segmentation_node):
         groups.setdefault(segmentation.GetLayerIndex(sid), []).append(sid)
     return list(groups.values())
+
+
+def layer_labelmaps(segmentation_node, volume_node) -> list[tuple[list[str], list[Label], np.ndarray]]:
+    """Each binary-labelmap layer exported once on `volume_node`'s grid: ``(segment IDs, their Labels, label map)``,
+    the segments written with their label ids (``segment_labels``), so overlapping segments stay whole."""
+    labels = dict(segment_labels(segmentation_node))
+    out = []
+    for group in layers(segmentation_node):
+        specs = [labels[sid] for sid in group]
+        out.append((group, specs, labelmap_from_segmentation(segmentation_node, volume_node, group,
+                                                             [s.id for s in specs])))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- scene bookkeeping

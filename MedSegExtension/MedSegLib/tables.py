@@ -35,8 +35,7 @@ from medseg.measure import LabelMeasurement, measure_labels, measurements_table
 from .corrections import EDITED_ATTRIBUTE, edit_stats, result_edited
 from .segmentation import (
     TABLE_ROLE,
-    labelmap_from_segmentation,
-    layers,
+    layer_labelmaps,
     model_values,
     segment_labels,
     source_volume,
@@ -180,20 +179,17 @@ def table_rows(table_node) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- after edits
 
 
-def measure_segmentation(segmentation_node, volume_node=None) -> list[LabelMeasurement]:
+def measure_segmentation(segmentation_node, volume_node=None, exported=None) -> list[LabelMeasurement]:
     """Measure every segment of `segmentation_node` on the grid of its source volume, in segment order.
 
     Each labelmap layer is exported once (segments of one layer never overlap), so overlapping segments that the
-    user made are each measured whole.
+    user made are each measured whole; `exported` passes the ``layer_labelmaps`` a caller already has.
     """
     volume_node = source_volume(segmentation_node, volume_node)
     image, geometry = array_from_volume(volume_node, "source volume")
-    labels = dict(segment_labels(segmentation_node))
     segmentation = segmentation_node.GetSegmentation()
     measured: dict[str, LabelMeasurement] = {}
-    for group in layers(segmentation_node):
-        specs = [labels[sid] for sid in group]
-        labelmap = labelmap_from_segmentation(segmentation_node, volume_node, group, [s.id for s in specs])
+    for group, specs, labelmap in exported or layer_labelmaps(segmentation_node, volume_node):
         for sid, m in zip(group, measure_labels(labelmap, geometry, specs, image=image), strict=True):
             soft, interval = model_values(segmentation.GetSegment(sid))
             measured[sid] = dataclasses.replace(m, soft_volume_ml=soft, volume_interval_ml=interval)
@@ -214,8 +210,10 @@ def recompute_table(segmentation_node, table_node=None, volume_node=None):
     table_node = table_node or segmentation_node.GetNodeReference(TABLE_ROLE)
     if table_node is None:
         raise ValueError(f"segmentation {segmentation_node.GetName()!r} has no volume table; pass a table node")
-    rows = measurement_rows(measure_segmentation(segmentation_node, volume_node))
-    stats = edit_stats(segmentation_node, volume_node)
+    volume_node = source_volume(segmentation_node, volume_node)
+    exported = layer_labelmaps(segmentation_node, volume_node)  # once, for the measures and the edit statistics
+    rows = measurement_rows(measure_segmentation(segmentation_node, volume_node, exported))
+    stats = edit_stats(segmentation_node, volume_node, exported)
     for row, (sid, _) in zip(rows, segment_labels(segmentation_node), strict=True):
         row.update(edit_values(None if stats is None else stats.get(sid)))
     fill_table(table_node, rows)

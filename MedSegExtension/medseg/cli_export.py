@@ -225,16 +225,9 @@ def _ai_labels_on_grid(path: str, card: ModelCard, shape: tuple[int, ...], geome
 def _resample_nearest(labels: np.ndarray, src: Geometry, shape: tuple[int, ...], dst: Geometry) -> np.ndarray:
     if labels.shape == tuple(shape) and src == dst:
         return labels
-    image = _sitk_image(labels, src)
-    reference = _sitk_image(np.zeros(shape, dtype=labels.dtype), dst)
+    image = src.to_sitk(labels)
+    reference = dst.to_sitk(np.zeros(shape, dtype=labels.dtype))
     log.info("resampling the segmentation (nearest) onto the source series' grid")
     out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
     return sitk.GetArrayFromImage(out)
 
-
-def _sitk_image(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(geometry.spacing)
-    image.SetOrigin(geometry.origin)
-    image.SetDirection([v for row in geometry.direction for v in row])
-    return image

@@ -109,22 +109,6 @@ def test_bad_input_is_refused():
 # ---------------------------------------------------------------------------------------------- command line
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-    from card_support import card_dict
-
-    from medseg.card import ModelCard
-    from medseg.checkpoint import save_checkpoint
-    from medseg.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("unet", spatial_dims=3, in_channels=1, num_classes=3, width=0.0625, depth=3)
-    d = card_dict(model)
-    d["patch_size"] = [32, 48, 32]
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, ModelCard.from_dict(d))
-
-
 @pytest.mark.parametrize(("setup", "message"), [
     ("missing", r"--meshes .* does not exist; create it first"),
     ("file", r"--meshes .* is a file, not a folder"),

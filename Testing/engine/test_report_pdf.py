@@ -173,22 +173,6 @@ def test_dicom_identifiers_with_their_character_set(tmp_path, shared_data):
 # ---------------------------------------------------------------------------------------------- command line
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-    from card_support import card_dict
-
-    from medseg.card import ModelCard
-    from medseg.checkpoint import save_checkpoint
-    from medseg.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("unet", spatial_dims=3, in_channels=1, num_classes=3, width=0.0625, depth=3)
-    d = card_dict(model)
-    d["patch_size"] = [32, 48, 32]
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model, ModelCard.from_dict(d))
-
-
 def test_segment_writes_the_pdf_and_meshes_with_its_other_outputs(tmp_path, samples, capsys):
     """The bundled model on the sample: real segments, their meshes where the label map is, the PDF with them."""
     from medseg.cli import main
