@@ -8,10 +8,11 @@ Cases (from ``../shared/data/examples``, see its README):
 
 (a) TotalSegmentator's example CT (raw HU, stored RAS: another voxel order than BTCV's LPS), compared per organ with
     TotalSegmentator's own map ``example_seg.nii.gz``. That map is a model's output, so the numbers are AGREEMENT
-    between two models, not accuracy. The map was made from ``example_ct_sm.nii.gz`` (the lowest 30 of the 112 slices
-    of ``example_ct.nii.gz``, same grid): both inputs are segmented, and the prediction on the full CT is compared
-    on the map's grid (nearest neighbour in physical space), so organs the 30 slices cut are compared where both
-    maps have them. Label ids are mapped BY NAME: a model label and a TotalSegmentator v2 class (``class_map
+    between two models, not accuracy. The map was made from ``example_ct_sm.nii.gz``, whose voxels are the TOP 30 of
+    the 112 slices of ``example_ct.nii.gz`` (k 82-111) although its header gives it the full CT's origin (the bottom
+    slice): both inputs are segmented, and the prediction on the full CT is compared on the slices whose voxels are
+    the map's (found by content, not by the inconsistent header), so organs the 30 slices cut are compared where
+    both maps have them. Label ids are mapped BY NAME: a model label and a TotalSegmentator v2 class (``class_map
     ["total"]`` of totalsegmentator/map_to_binary.py, listed below) match when their words agree, ignoring order,
     case, ``_`` and a plural ``s`` ("right kidney" = "kidney_right", "portal and splenic veins" =
     "portal_vein_and_splenic_vein").
@@ -126,6 +127,15 @@ def compare(pred: np.ndarray, ref: np.ndarray, geometry: Geometry, pairs: dict[i
     return rows
 
 
+def slice_offset(full: Path, part: Path) -> int | None:
+    """The first slice k of `full` from which `part`'s voxels are `full`'s (same in-plane grid), or None."""
+    a, _ = read_image(full)
+    b, _ = read_image(part)
+    if a.shape[1:] != b.shape[1:] or b.shape[0] > a.shape[0]:
+        return None
+    return next((k for k in range(a.shape[0] - b.shape[0] + 1) if np.array_equal(a[k:k + b.shape[0]], b)), None)
+
+
 def totalsegmentator_case(model: str, names: dict[int, str], base: Path, work: Path, args) -> dict:
     seg, seg_geometry = read_image(base / "example_seg.nii.gz")
     seg = seg.astype(np.int16)
@@ -137,7 +147,11 @@ def totalsegmentator_case(model: str, names: dict[int, str], base: Path, work: P
         run = segment(model, [base / name], folder, args)
         entry = {"exit_code": run["exit_code"], "error": run["error"], "seconds": run["seconds"]}
         if run["labels"] is not None:
-            pred = _resample_nearest(run["labels"], run["geometry"], tuple(seg.shape), seg_geometry)
+            sm = base / "example_ct_sm.nii.gz"
+            offset = None if name == sm.name else slice_offset(base / name, sm)
+            pred = (run["labels"][offset:offset + seg.shape[0]] if offset is not None else
+                    _resample_nearest(run["labels"], run["geometry"], tuple(seg.shape), seg_geometry))
+            entry["slices_compared"] = None if offset is None else [offset, offset + seg.shape[0] - 1]
             entry.update(shape=list(run["labels"].shape), warnings=run["report"].get("warnings", []),
                          rows=compare(pred, seg, seg_geometry, pairs, names))
         out["runs"][name] = entry
@@ -205,8 +219,9 @@ def markdown(result: dict) -> str:
     lines += ["## (a) TotalSegmentator example CT: agreement with TotalSegmentator's map", "",
               "`example_seg.nii.gz` is TotalSegmentator v2's output on `example_ct_sm.nii.gz` (30 slices at 3 mm), "
               "not a manual reference: the figures say how far two models agree, not how accurate either is. "
-              "`example_ct.nii.gz` (raw HU, stored RAS, 112 slices) is the same grid extended upwards; its "
-              "prediction is compared on the map's 30 slices. Label ids mapped by name.", ""]
+              "`example_ct.nii.gz` (raw HU, stored RAS, 112 slices) holds the same voxels as its slices 82-111, "
+              "although `example_ct_sm`'s header puts them at the full CT's origin; its prediction is compared on "
+              "the slices whose voxels are the map's (found by content). Label ids mapped by name.", ""]
     runs = ts["runs"]
     warnings: list[str] = []
     stems = [k.split(".")[0] for k in runs]
