@@ -27,7 +27,7 @@ from typing import Any
 from packaging.requirements import Requirement as _PipRequirement
 from packaging.version import InvalidVersion, Version
 
-from .i18n import tr
+from .i18n import tr as _
 
 __all__ = ["REQUIREMENTS", "InstallPlan", "Problem", "Requirement", "ensure_requirements", "install_plan",
            "missing_requirements", "requirement_problems", "slicer_pip_ensure"]
@@ -81,8 +81,8 @@ class Problem:
     def describe(self) -> str:
         """``PyTorch (not installed)`` or ``NumPy 1.21.0 (MedSeg needs >=1.24)``, for the panel."""
         if self.installed is None:
-            return tr("{title} (not installed)").format(title=self.requirement.title)
-        return tr("{title} {installed} (MedSeg needs {specifier})").format(
+            return _("{title} (not installed)").format(title=self.requirement.title)
+        return _("{title} {installed} (MedSeg needs {specifier})").format(
             title=self.requirement.title, installed=self.installed, specifier=self.requirement.specifier)
 
 
@@ -144,11 +144,11 @@ def _plan_lines(missing: Sequence[Problem], outdated: Sequence[Problem]) -> list
     lines = []
     if missing:
         names = ", ".join(p.requirement.title for p in missing)
-        template = (tr("MedSeg needs {names}, which is not installed in Slicer's Python.") if len(missing) == 1
-                    else tr("MedSeg needs {names}, which are not installed in Slicer's Python."))
+        template = (_("MedSeg needs {names}, which is not installed in Slicer's Python.") if len(missing) == 1
+                    else _("MedSeg needs {names}, which are not installed in Slicer's Python."))
         lines.append(template.format(names=names))
     for problem in outdated:
-        lines.append(tr("Slicer's Python has {title} {installed}; MedSeg needs {specifier}: it will be upgraded.")
+        lines.append(_("Slicer's Python has {title} {installed}; MedSeg needs {specifier}: it will be upgraded.")
                      .format(title=problem.requirement.title, installed=problem.installed,
                              specifier=problem.requirement.specifier))
     return lines
@@ -167,16 +167,16 @@ def install_plan(problems: Sequence[Problem | Requirement], pytorch_extension: b
     pip = tuple(p.requirement.pip for p in problems if not (via_extension and p is torch))
     lines = [*_plan_lines([p for p in problems if not p.outdated], [p for p in problems if p.outdated]), ""]
     if via_extension:
-        lines.append(tr("PyTorch will be installed by the PyTorch extension, which picks the build for your GPU (or "
-                        "the CPU build)."))
+        lines.append(_("PyTorch will be installed by the PyTorch extension, which picks the build for your GPU (or "
+                       "the CPU build)."))
     elif torch is not None:
-        lines.append(tr("PyTorch will be installed from PyPI with pip. Installing the PyTorch extension first "
-                        "(Extensions Manager) picks the right CUDA build for your GPU."))
+        lines.append(_("PyTorch will be installed from PyPI with pip. Installing the PyTorch extension first "
+                       "(Extensions Manager) picks the right CUDA build for your GPU."))
     if pip:
-        lines.append(tr("pip will install: {requirements}.").format(requirements=" ".join(pip)))
+        lines.append(_("pip will install: {requirements}.").format(requirements=" ".join(pip)))
     if any(p.outdated for p in problems):
-        lines.append(tr("Restart Slicer after the upgrade: a package already loaded keeps its old version until then."))
-    lines += ["", tr("This downloads up to a few GB and can take several minutes. Install now?")]
+        lines.append(_("Restart Slicer after the upgrade: a package already loaded keeps its old version until then."))
+    lines += ["", _("This downloads up to a few GB and can take several minutes. Install now?")]
     torch_requirement = torch.requirement.specifier if torch is not None else ""
     return InstallPlan(via_extension, torch_requirement, pip, "\n".join(lines))
 
@@ -232,19 +232,19 @@ def ensure_requirements(confirm: Callable[[str], bool], install_torch: Callable[
         return "ready", ""
     plan = install_plan(problems, pytorch_extension)
     if not confirm(plan.message):
-        return "declined", tr("Nothing was installed: MedSeg cannot segment without {names}.").format(
+        return "declined", _("Nothing was installed: MedSeg cannot segment without {names}.").format(
             names=_titles(problems))
     if plan.torch_via_extension and install_torch(plan.torch_requirement) is None:
-        return "incomplete", tr("PyTorch was not installed (the PyTorch extension's installer stopped).")
+        return "incomplete", _("PyTorch was not installed (the PyTorch extension's installer stopped).")
     if plan.pip:
         _install_pip(list(plan.pip), pip_install, pip_ensure)
     importlib.invalidate_caches()
     still = requirement_problems(version_of, find_spec)
     if still:
-        return "incomplete", tr("Still missing or too old after installing: {problems}; restart Slicer and try "
-                                "again.").format(problems=", ".join(p.describe() for p in still))
-    message = tr("Installed {names}.").format(names=_titles(problems))
+        return "incomplete", _("Still missing or too old after installing: {problems}; restart Slicer and try "
+                               "again.").format(problems=", ".join(p.describe() for p in still))
+    message = _("Installed {names}.").format(names=_titles(problems))
     loaded = [p for p in problems if p.outdated and p.requirement.module in sys.modules]
     if loaded:
-        message += " " + tr("Restart Slicer to load the new version of {names}.").format(names=_titles(loaded))
+        message += " " + _("Restart Slicer to load the new version of {names}.").format(names=_titles(loaded))
     return "installed", message

@@ -48,6 +48,7 @@ from medseg.outputs import OutputSet, safe_slug
 from medseg.text import printable
 
 from .corrections import edit_stats, result_edited
+from .i18n import tr as _
 from .segmentation import MODEL_ATTRIBUTE, labelmap_from_segmentation, model_values, segment_labels, source_volume
 from .volumes import matrix_from_vtk
 
@@ -112,7 +113,7 @@ def export_result(scene, segmentation_node, output_folder: str | os.PathLike[str
         source = _read_source(folder) if wanted_dicom else None
         _check_instances(volume, source, source_folder)
         pairs = segment_labels(segmentation_node)
-        specs = [label for _, label in pairs]
+        specs = [label for _sid, label in pairs]
         labels = _labels_on_source_grid(segmentation_node, volume, pairs, image.shape, geometry)
         measurements = _measure(segmentation_node, pairs, labels, geometry, image)
         stats = edit_stats(segmentation_node, volume)
@@ -140,11 +141,14 @@ def export_result(scene, segmentation_node, output_folder: str | os.PathLike[str
 def _check_request(segmentation_node, output_folder, dicom_seg, dicom_sr, pdf, meshes) -> None:
     name = segmentation_node.GetName()
     if not (dicom_seg or dicom_sr or pdf or meshes):
-        raise ValueError(f"nothing to export from {name!r}: tick DICOM SEG, DICOM SR, PDF or meshes")
+        raise ValueError(_("nothing to export from {name!r}: tick DICOM SEG, DICOM SR, PDF or meshes").format(
+            name=name))
     if dicom_sr and not dicom_seg:
-        raise ValueError(f"the DICOM SR of {name!r} refers to the segments of its DICOM SEG: tick DICOM SEG too")
+        raise ValueError(_("the DICOM SR of {name!r} refers to the segments of its DICOM SEG: tick DICOM SEG "
+                           "too").format(name=name))
     if not Path(output_folder).is_dir():
-        raise FileNotFoundError(f"output folder {os.fspath(output_folder)!r} does not exist; pick an existing folder")
+        raise FileNotFoundError(_("output folder {folder!r} does not exist; pick an existing folder").format(
+            folder=os.fspath(output_folder)))
     if dicom_seg:
         _require_highdicom()
 
@@ -154,8 +158,8 @@ def _require_highdicom() -> None:
         import highdicom  # noqa: F401
         import pydicom  # noqa: F401
     except ImportError:
-        raise ValueError("DICOM SEG and SR need the packages highdicom and pydicom: pip install 'medseg[dicom]' "
-                         "(in Slicer: the MedSeg panel's dependency installer), or untick them") from None
+        raise ValueError(_("DICOM SEG and SR need the packages highdicom and pydicom: pip install 'medseg[dicom]' "
+                           "(in Slicer: the MedSeg panel's dependency installer), or untick them")) from None
 
 
 def _model(segmentation_node, model: str | None, card: ModelCard | None, sha256: str | None,
@@ -164,13 +168,15 @@ def _model(segmentation_node, model: str | None, card: ModelCard | None, sha256:
     names."""
     if card is not None:
         if dicom and not sha256:
-            raise ValueError(f"exporting {segmentation_node.GetName()!r} with a given model card needs its "
-                             f"checkpoint's SHA-256 (the DICOM SEG's algorithm version): pass checkpoint_sha256")
+            raise ValueError(_("exporting {name!r} with a given model card needs its checkpoint's SHA-256 (the "
+                               "DICOM SEG's algorithm version): pass checkpoint_sha256").format(
+                name=segmentation_node.GetName()))
         return card, sha256 or ""
     name = model or segmentation_node.GetAttribute(MODEL_ATTRIBUTE)
     if not name:
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} is not a MedSeg result (no {MODEL_ATTRIBUTE} "
-                         f"attribute): segment the volume with MedSeg first")
+        raise ValueError(_("segmentation {name!r} is not a MedSeg result (no {attribute} attribute): segment the "
+                           "volume with MedSeg first").format(name=segmentation_node.GetName(),
+                                                              attribute=MODEL_ATTRIBUTE))
     from medseg.catalog import resolve_checkpoint
     from medseg.checkpoint import read_card
     from medseg.cli_export import checkpoint_sha256
@@ -178,14 +184,16 @@ def _model(segmentation_node, model: str | None, card: ModelCard | None, sha256:
     try:
         checkpoint = resolve_checkpoint(name)
     except (KeyError, FileNotFoundError):
-        raise ValueError(f"model {printable(name)!r} of {segmentation_node.GetName()!r} is neither a bundled model "
-                         f"nor a checkpoint file: add its checkpoint to the MedSeg panel's model list") from None
+        raise ValueError(_("model {model!r} of {name!r} is neither a bundled model nor a checkpoint file: add its "
+                           "checkpoint to the MedSeg panel's model list").format(
+            model=printable(name), name=segmentation_node.GetName())) from None
     card = read_card(checkpoint)
     made_by = segmentation_node.GetAttribute(MODEL_ATTRIBUTE)
     if made_by and card.name != made_by:
-        raise ValueError(f"checkpoint {checkpoint} is model {printable(card.name)!r}, but "
-                         f"{segmentation_node.GetName()!r} was made by {printable(made_by)!r}: pick that model's "
-                         f"checkpoint")
+        raise ValueError(_("checkpoint {checkpoint} is model {model!r}, but {name!r} was made by {made_by!r}: pick "
+                           "that model's checkpoint").format(checkpoint=checkpoint, model=printable(card.name),
+                                                             name=segmentation_node.GetName(),
+                                                             made_by=printable(made_by)))
     return card, checkpoint_sha256(checkpoint)
 
 
@@ -197,8 +205,9 @@ def _source_series(volume, source_folder, dicom_database):
     """The folder holding exactly the volume's source series (a temporary one of links when from the database)."""
     if source_folder is not None:
         if not Path(source_folder).is_dir():
-            raise ValueError(f"source folder {os.fspath(source_folder)!r} of volume {volume.GetName()!r} does not "
-                             f"exist; pick the folder of the DICOM series the volume was loaded from")
+            raise ValueError(_("source folder {folder!r} of volume {volume!r} does not exist; pick the folder of the "
+                               "DICOM series the volume was loaded from").format(folder=os.fspath(source_folder),
+                                                                                 volume=volume.GetName()))
         yield Path(source_folder)
         return
     files = _instance_files(volume, dicom_database)
@@ -216,24 +225,27 @@ def _instance_files(volume, dicom_database) -> list[str]:
     name = volume.GetName()
     attribute = volume.GetAttribute(INSTANCE_UIDS_ATTRIBUTE)
     if attribute is None:
-        raise ValueError(f"volume {name!r} was not loaded from DICOM (it has no {INSTANCE_UIDS_ATTRIBUTE}): load the "
-                         f"series with Slicer's DICOM module, or give the folder of its DICOM series")
+        raise ValueError(_("volume {volume!r} was not loaded from DICOM (it has no {attribute}): load the series "
+                           "with Slicer's DICOM module, or give the folder of its DICOM series").format(
+            volume=name, attribute=INSTANCE_UIDS_ATTRIBUTE))
     uids = attribute.split()
     if not uids:
-        raise ValueError(f"volume {name!r} has an empty {INSTANCE_UIDS_ATTRIBUTE}: load the series again with "
-                         f"Slicer's DICOM module, or give the folder of its DICOM series")
+        raise ValueError(_("volume {volume!r} has an empty {attribute}: load the series again with Slicer's DICOM "
+                           "module, or give the folder of its DICOM series").format(
+            volume=name, attribute=INSTANCE_UIDS_ATTRIBUTE))
     database = dicom_database if dicom_database is not None else getattr(slicer, "dicomDatabase", None)
     if database is None:
-        raise ValueError(f"no DICOM database to find the files of volume {name!r}: give the folder of its DICOM "
-                         f"series")
+        raise ValueError(_("no DICOM database to find the files of volume {volume!r}: give the folder of its DICOM "
+                           "series").format(volume=name))
     files, missing = [], []
     for uid in uids:
         path = database.fileForInstance(uid)
         (files if path and Path(path).is_file() else missing).append(path or uid)
     if missing:
-        raise ValueError(f"{len(missing)} of the {len(uids)} DICOM files of volume {name!r} are not in the DICOM "
-                         f"database or were moved (first: {missing[0]}); import the series into the DICOM database "
-                         f"again, or give the folder of its DICOM series")
+        raise ValueError(_("{missing} of the {total} DICOM files of volume {volume!r} are not in the DICOM database "
+                           "or were moved (first: {first}); import the series into the DICOM database again, or "
+                           "give the folder of its DICOM series").format(missing=len(missing), total=len(uids),
+                                                                          volume=name, first=missing[0]))
     return files
 
 
@@ -250,9 +262,9 @@ def _check_instances(volume, source, source_folder) -> None:
     uids = set((volume.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split())
     found = {str(ds.SOPInstanceUID) for ds in source.datasets}
     if uids and not uids <= found:
-        raise ValueError(f"the DICOM series in {os.fspath(source_folder)!r} is not the one volume {volume.GetName()!r} "
-                         f"was loaded from ({len(uids - found)} of its instances are missing); pick that series' "
-                         f"folder")
+        raise ValueError(_("the DICOM series in {folder!r} is not the one volume {volume!r} was loaded from "
+                           "({missing} of its instances are missing); pick that series' folder").format(
+            folder=os.fspath(source_folder), volume=volume.GetName(), missing=len(uids - found)))
 
 
 # ---------------------------------------------------------------------------------------------- label map
@@ -269,12 +281,13 @@ def _labels_on_source_grid(segmentation_node, volume, pairs, shape, geometry: Ge
     """The segments merged into one label map on the volume's grid, then mapped (nearest) onto the series' grid."""
     from medseg.cli_export import _resample_nearest
 
-    on_volume = labelmap_from_segmentation(segmentation_node, volume, [sid for sid, _ in pairs],
-                                           [label.id for _, label in pairs])
+    on_volume = labelmap_from_segmentation(segmentation_node, volume, [sid for sid, _label in pairs],
+                                           [label.id for _sid, label in pairs])
     labels = _resample_nearest(on_volume, _volume_geometry(volume), tuple(shape), geometry)
     if on_volume.any() and not labels.any():
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} does not overlap the DICOM series of volume "
-                         f"{volume.GetName()!r}; give the series the volume was loaded from")
+        raise ValueError(_("segmentation {name!r} does not overlap the DICOM series of volume {volume!r}; give the "
+                           "series the volume was loaded from").format(name=segmentation_node.GetName(),
+                                                                       volume=volume.GetName()))
     return labels
 
 
@@ -282,7 +295,8 @@ def _measure(segmentation_node, pairs, labels, geometry, image) -> list[LabelMea
     """The engine's measurements of the label map, with the model's soft volume and interval from the tags."""
     segmentation = segmentation_node.GetSegmentation()
     out = []
-    for (sid, _), m in zip(pairs, measure_labels(labels, geometry, [s for _, s in pairs], image=image), strict=True):
+    specs = [label for _sid, label in pairs]
+    for (sid, _label), m in zip(pairs, measure_labels(labels, geometry, specs, image=image), strict=True):
         soft, interval = model_values(segmentation.GetSegment(sid))
         out.append(dataclasses.replace(m, soft_volume_ml=soft, volume_interval_ml=interval))
     return out
@@ -319,8 +333,8 @@ def _pdf_file(files, path, image, labels, geometry, card, measurements, source_f
     try:
         from medseg.report_pdf import PdfReport, dicom_identifiers, pdf_bytes
     except ImportError as exc:
-        raise ValueError(f"the PDF report needs the package {exc.name}: pip install 'medseg[report]', or untick "
-                         f"PDF") from None
+        raise ValueError(_("the PDF report needs the package {package}: pip install 'medseg[report]', or untick "
+                           "PDF").format(package=exc.name)) from None
     report = PdfReport(image, labels, geometry, card, list(measurements), identifiers=dicom_identifiers(source_folder),
                        source="DICOM series", edited=edited, edits=tuple(edits))
     files[path] = pdf_bytes(report)
@@ -331,8 +345,8 @@ def _mesh_files(files, folder, labels, geometry, specs) -> list[Path]:
     try:
         from medseg.meshes import label_meshes, mesh_paths, obj_bytes, stl_bytes
     except ImportError as exc:
-        raise ValueError(f"the surface meshes need the package {exc.name}: pip install 'medseg[meshes]', or untick "
-                         f"meshes") from None
+        raise ValueError(_("the surface meshes need the package {package}: pip install 'medseg[meshes]', or untick "
+                           "meshes").format(package=exc.name)) from None
     paths = mesh_paths(folder, specs)
     out = []
     for mesh in label_meshes(labels, geometry, specs):

@@ -77,7 +77,7 @@ def show_overlay(scene, overlay_node, opacity: float = 0.5, background_node=None
         The number of slice views changed.
     """
     if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
+        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")  # no tr: a caller's bug (slider 0..1)
     nodes = _slice_composite_nodes(scene)
     for composite in nodes:
         was_modifying = composite.StartModify()
@@ -94,6 +94,6 @@ def show_overlay(scene, overlay_node, opacity: float = 0.5, background_node=None
 def set_overlay_opacity(scene, opacity: float) -> None:
     """The panel's opacity slider: foreground opacity of every slice view."""
     if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")
+        raise ValueError(f"overlay opacity must be in [0, 1], got {opacity}")  # no tr: a caller's bug (slider 0..1)
     for composite in _slice_composite_nodes(scene):
         composite.SetForegroundOpacity(opacity)

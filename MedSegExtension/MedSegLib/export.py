@@ -29,7 +29,7 @@ from medseg.geometry import Geometry
 from medseg.io import write_image, write_segmentation
 
 from .corrections import ai_labels
-from .i18n import tr
+from .i18n import tr as _
 from .segmentation import TABLE_ROLE, labelmap_from_segmentation, layers, segment_labels, source_volume
 from .tables import csv_text, table_rows
 from .volumes import matrix_from_vtk
@@ -53,7 +53,7 @@ def _temporary(folder: Path, name: str, extension: str) -> Path:
 
 
 def _write_seg_nrrd(path: Path, segmentation_node, labels, geometry: Geometry) -> None:
-    specs = [label for _, label in segment_labels(segmentation_node)]
+    specs = [label for _sid, label in segment_labels(segmentation_node)]
     if len(layers(segmentation_node)) <= 1:
         write_segmentation(path, labels, geometry, specs)
         return
@@ -61,8 +61,8 @@ def _write_seg_nrrd(path: Path, segmentation_node, labels, geometry: Geometry) -
     storage.SetFileName(str(path))
     storage.SetCropToMinimumExtent(False)
     if not storage.WriteData(segmentation_node):
-        raise OSError(tr("cannot write {path}: Slicer's segmentation writer failed; check that the folder is writable "
-                         "and has free space").format(path=path))
+        raise OSError(_("cannot write {path}: Slicer's segmentation writer failed; check that the folder is writable "
+                        "and has free space").format(path=path))
 
 
 def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=None, table_node=None,
@@ -85,7 +85,7 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise ValueError(tr("unknown export format(s) {unknown}; use {formats}").format(unknown=unknown,
+        raise ValueError(_("unknown export format(s) {unknown}; use {formats}").format(unknown=unknown,
                                                                                        formats=", ".join(FORMATS)))
     folder = Path(folder)
     name = _safe_name(base_name or segmentation_node.GetName())
@@ -99,7 +99,7 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
         targets.pop("ai.nii.gz", None)
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(tr("{files} already exist(s); pick another folder or name, or allow overwriting")
+        raise FileExistsError(_("{files} already exist(s); pick another folder or name, or allow overwriting")
                               .format(files=", ".join(existing)))
     volume_node = source_volume(segmentation_node, volume_node)
     ijk_to_ras = vtk.vtkMatrix4x4()
@@ -108,8 +108,8 @@ def save_results(folder: str | os.PathLike[str], segmentation_node, volume_node=
     labels = None
     if {"seg.nrrd", "nii.gz"} & targets.keys():
         pairs = segment_labels(segmentation_node)
-        labels = labelmap_from_segmentation(segmentation_node, volume_node, [sid for sid, _ in pairs],
-                                            [label.id for _, label in pairs])
+        labels = labelmap_from_segmentation(segmentation_node, volume_node, [sid for sid, _label in pairs],
+                                            [label.id for _sid, label in pairs])
 
     def write(fmt: str, path: Path) -> None:
         if fmt == "seg.nrrd":

@@ -30,6 +30,7 @@ from typing import Any
 
 from medseg.text import printable  # standard library only: front ends import this module without the engine
 
+from .i18n import tr as _
 from .panel import finetuned_title
 from .worker import BackgroundTask, CancelFlag
 
@@ -176,8 +177,10 @@ def _unique(path: Path) -> Path:
 
 
 def _step_message(p) -> str:
-    left = f", about {p.eta_s:.0f} s left" if p.eta_s > 0 else ""
-    return f"fine-tuning: step {p.step}/{p.steps}, loss {p.loss:.3f}{left}"
+    if p.eta_s > 0:
+        return _("fine-tuning: step {step}/{steps}, loss {loss:.3f}, about {seconds:.0f} s left").format(
+            step=p.step, steps=p.steps, loss=p.loss, seconds=p.eta_s)
+    return _("fine-tuning: step {step}/{steps}, loss {loss:.3f}").format(step=p.step, steps=p.steps, loss=p.loss)
 
 
 def start_finetune(request: FinetuneRequest, now: dt.datetime | None = None) -> BackgroundTask:
@@ -194,7 +197,7 @@ def start_finetune(request: FinetuneRequest, now: dt.datetime | None = None) -> 
         from medseg.outputs import safe_slug
         from medseg.train.finetune import FinetuneConfig, finetune
 
-        progress(0.0, "reading the model and the corrections")
+        progress(0.0, _("reading the model and the corrections"))
         folder = Path(request.models_folder)
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=folder))
@@ -211,7 +214,7 @@ def start_finetune(request: FinetuneRequest, now: dt.datetime | None = None) -> 
 
             cancel.check()
             result = finetune(config, on_step, now=now)
-            progress(0.97, "saving the fine-tuned model")
+            progress(0.97, _("saving the fine-tuned model"))
             target = _unique(folder / f"{safe_slug(result.card.name)}.safetensors")
             cancel.commit()
             os.replace(result.out, target)
@@ -219,7 +222,7 @@ def start_finetune(request: FinetuneRequest, now: dt.datetime | None = None) -> 
             shutil.rmtree(staging, ignore_errors=True)
         title = finetuned_title(result.card) or printable(result.card.name)
         log.info("fine-tuned model %s saved as %s", result.card.name, target)
-        progress(1.0, f"saved {title}")
+        progress(1.0, _("saved {title}").format(title=title))
         return FinetuneJobResult(target, title, result.card, result)
 
     return BackgroundTask(work, token, name="MedSeg fine-tuning").start()
@@ -227,11 +230,12 @@ def start_finetune(request: FinetuneRequest, now: dt.datetime | None = None) -> 
 
 def finetune_summary(result: FinetuneJobResult) -> str:
     """One line for the status bar: the model saved and its mean Dice before and after."""
-    parts = [f"Saved {result.title} ({result.path.name})"]
+    parts = [_("Saved {title} ({file})").format(title=result.title, file=result.path.name)]
     for kind, scores in result.engine.scores.items():
-        parts.append(f"{kind} mean Dice {scores['before']['mean_dice']:.3f} -> {scores['after']['mean_dice']:.3f} "
-                     f"({scores['before']['cases']} cases)")
+        parts.append(_("{kind} mean Dice {before:.3f} -> {after:.3f} ({cases} cases)").format(
+            kind=kind, before=scores["before"]["mean_dice"], after=scores["after"]["mean_dice"],
+            cases=scores["before"]["cases"]))
     if result.engine.skipped:
-        parts.append(f"skipped unreadable: {', '.join(result.engine.skipped)}")
+        parts.append(_("skipped unreadable: {names}").format(names=", ".join(result.engine.skipped)))
     return printable("; ".join(parts))
 

@@ -33,7 +33,7 @@ import vtk
 from medseg.guided_edit import region_at, threshold_mask
 from medseg.text import printable
 
-from .i18n import tr
+from .i18n import tr as _
 from .segmentation import _oriented_labelmap, _segment_ids, labelmap_from_segmentation, overlay_nodes, source_volume
 from .volumes import world_ijk_to_ras
 
@@ -41,7 +41,7 @@ __all__ = ["add_region_at", "apply_threshold", "probability_overlay", "remove_re
 
 PROBABILITY_PREFIX = "probability:"
 def _keep_hint() -> str:
-    return tr('enable "keep probabilities" (the run option "probability of each label") and run the model again')
+    return _('enable "keep probabilities" (the run option "probability of each label") and run the model again')
 
 
 @dataclass
@@ -71,7 +71,7 @@ def probability_overlay(segmentation_node, segment_id: str):
     """The segment's probability overlay volume node; ValueError naming the fix when the result has none."""
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     if segment is None:
-        raise ValueError(tr("segmentation {segmentation!r} has no segment {segment!r}").format(
+        raise ValueError(_("segmentation {segmentation!r} has no segment {segment!r}").format(
             segmentation=segmentation_node.GetName(), segment=segment_id))
     name = segment.GetName()
     overlays = {kind: node for kind, node in overlay_nodes(segmentation_node).items()
@@ -80,12 +80,12 @@ def probability_overlay(segmentation_node, segment_id: str):
         if printable(kind[len(PROBABILITY_PREFIX):]) == name:
             return node
     if not overlays:
-        raise ValueError(tr("result {result!r} kept no probability maps, so segment {segment!r} cannot be edited "
-                            "along them: {hint}").format(result=segmentation_node.GetName(), segment=name,
-                                                         hint=_keep_hint()))
+        raise ValueError(_("result {result!r} kept no probability maps, so segment {segment!r} cannot be edited "
+                           "along them: {hint}").format(result=segmentation_node.GetName(), segment=name,
+                                                        hint=_keep_hint()))
     names = ", ".join(repr(k[len(PROBABILITY_PREFIX):]) for k in overlays)
-    raise ValueError(tr("result {result!r} has no probability map for segment {segment!r} (it has {names}; a renamed "
-                        "segment no longer matches): {hint} for this label").format(
+    raise ValueError(_("result {result!r} has no probability map for segment {segment!r} (it has {names}; a renamed "
+                       "segment no longer matches): {hint} for this label").format(
         result=segmentation_node.GetName(), segment=name, names=names, hint=_keep_hint()))
 
 
@@ -94,8 +94,8 @@ def _probability(segmentation_node, segment_id: str, volume) -> np.ndarray:
     array = slicer.util.arrayFromVolume(node)
     dims = volume.GetImageData().GetDimensions()
     if array.shape != tuple(dims[::-1]):
-        raise ValueError(tr("probability overlay {overlay!r} is not on the grid of volume {volume!r}; run the model "
-                            "again").format(overlay=node.GetName(), volume=volume.GetName()))
+        raise ValueError(_("probability overlay {overlay!r} is not on the grid of volume {volume!r}; run the model "
+                           "again").format(overlay=node.GetName(), volume=volume.GetName()))
     return array
 
 
@@ -123,7 +123,8 @@ def _write(segmentation_node, segment_id: str, mask: np.ndarray, volume) -> None
     extent = (0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, logic.MODE_REPLACE, extent):
-        raise RuntimeError(f"could not write segment {segment_id!r} of {segmentation_node.GetName()!r}")
+        raise RuntimeError(_("could not write segment {segment!r} of {segmentation!r}").format(
+            segment=segment_id, segmentation=segmentation_node.GetName()))
 
 
 def apply_threshold(scene, segmentation_node, segment_id: str, threshold: float, *,
@@ -140,7 +141,7 @@ def apply_threshold(scene, segmentation_node, segment_id: str, threshold: float,
     seed, written = memory.session.get(segment_id, (None, None))
     if written is None or not np.array_equal(written, mask):  # a new slider session
         if not mask.any():
-            raise ValueError(tr("segment {segment!r} is empty: add a region (click) before moving the threshold")
+            raise ValueError(_("segment {segment!r} is empty: add a region (click) before moving the threshold")
                              .format(segment=segment_id))
         seed = mask
         _save(segmentation_node, save_state)

@@ -1,10 +1,16 @@
 """Translatable text for the bridge: ``tr(text)`` in Slicer, the text itself elsewhere.
 
-Slicer translates a module's strings with ``slicer.i18n.tr`` (usually imported as ``_``), whose context is taken from
-the calling file: ``MedSegLib.run`` for ``MedSegLib/run.py``, as Qt's lupdate extracts them. This ``tr`` keeps that
-context (the caller's file, not this one) and Slicer's guard against a translation that lost a ``{placeholder}``, and
-returns the text unchanged where there is no Slicer application (slicer-core in the tests, the web front end, the
-command line). Format after translating: ``tr("Read {name}").format(name=name)``, never ``tr(f"Read {name}")``.
+Slicer translates a module's strings with ``slicer.i18n.tr``, imported as ``_``, whose context is taken from the
+calling file: ``MedSegLib.run`` for ``MedSegLib/run.py``. This ``tr`` keeps that context (the caller's file, not this
+one) and Slicer's guard against a translation that lost a ``{placeholder}``, and returns the text unchanged where
+there is no Slicer application (slicer-core in the tests, the web front end, the command line).
+
+Call it as Slicer's modules do, ``from .i18n import tr as _`` then ``_("Read {name}").format(name=name)``: Slicer's
+string extraction (``update_translations.py``) rewrites each ``_("literal")`` into ``translate("MedSegLib.run",
+"literal")`` for Qt's lupdate, which then files it under the context this ``tr`` looks up. A bare ``tr("...")`` call
+would be extracted with an empty context and never translated. One string literal per call, whole sentences,
+formatted after translating: never ``_(f"Read {name}")``, never fragments joined with ``+``
+(``Testing/engine/test_translatable_text.py`` checks this).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from medseg.text import printable
 from .backup import NodeBackup
 from .corrections import AI_MASK_ROLE, store_ai_mask
 from .display import heat_color_node, show_overlay, style_overlay
-from .i18n import tr
+from .i18n import tr as _
 from .segmentation import (
     MODEL_ATTRIBUTE,
     OVERLAY_KIND_ATTRIBUTE,
@@ -160,10 +160,10 @@ def _check_channel_count(card: ModelCard, given: int) -> None:
     names = [c.name for c in card.inputs]
     if given != len(names):
         modalities = ", ".join(f"{c.name} ({c.modality})" for c in card.inputs)
-        template = (tr("model {model!r} needs {count} input volume(s): {modalities}; {given} was given. Pick one "
-                       "volume for each, in this order") if given == 1 else
-                    tr("model {model!r} needs {count} input volume(s): {modalities}; {given} were given. Pick one "
-                       "volume for each, in this order"))
+        template = (_("model {model!r} needs {count} input volume(s): {modalities}; {given} was given. Pick one "
+                      "volume for each, in this order") if given == 1 else
+                    _("model {model!r} needs {count} input volume(s): {modalities}; {given} were given. Pick one "
+                      "volume for each, in this order"))
         raise ValueError(template.format(model=card.name, count=len(names), modalities=modalities, given=given))
 
 
@@ -281,7 +281,8 @@ def _overlays(result: SegmentationResult, options: ApplyOptions) -> list[_Overla
         out.append(_Overlay("tta_variance", "TTA variance", result.tta_variance, (0.0, 0.25)))
     for overlay in out:
         if overlay.array.shape != shape:
-            raise ValueError(f"overlay {overlay.kind} has shape {overlay.array.shape}, not the labels' {shape}")
+            raise ValueError(  # no tr: the engine's result contradicts itself, a bug
+                f"overlay {overlay.kind} has shape {overlay.array.shape}, not the labels' {shape}")
     return out
 
 
@@ -292,7 +293,7 @@ def _shown(overlays: list[_Overlay], choice: str | None) -> str | None:
     if choice == "auto":
         return kinds[0]
     if choice not in kinds:
-        raise ValueError(tr("overlay {choice!r} was not computed in this run; available: {kinds}").format(
+        raise ValueError(_("overlay {choice!r} was not computed in this run; available: {kinds}").format(
             choice=choice, kinds=", ".join(kinds)))
     return choice
 
@@ -301,8 +302,8 @@ def _input_volume(scene, inputs: RunInputs):
     volume = scene.GetNodeByID(inputs.volume_id)
     image = volume.GetImageData() if volume is not None else None
     if image is None or tuple(image.GetDimensions()) != tuple(inputs.shape[::-1]):
-        raise ValueError(tr("volume {volume!r} was removed or changed while it was being segmented; nothing was "
-                            "added to the scene: run again").format(volume=inputs.volume_name))
+        raise ValueError(_("volume {volume!r} was removed or changed while it was being segmented; nothing was "
+                           "added to the scene: run again").format(volume=inputs.volume_name))
     return volume
 
 

@@ -32,7 +32,7 @@ from medseg.io import terminology_from_tags, terminology_string
 from medseg.measure import LabelMeasurement
 from medseg.text import printable
 
-from .i18n import tr
+from .i18n import tr as _
 from .volumes import image_data_from_array
 
 __all__ = [
@@ -104,10 +104,11 @@ def build_segments(labels: np.ndarray, specs: Sequence[Label], reference_volume,
     """
     dims = reference_volume.GetImageData().GetDimensions()
     if tuple(labels.shape[::-1]) != tuple(dims):
-        raise ValueError(f"the label map {labels.shape[::-1]} (i, j, k) is not on the grid of volume "
-                         f"{reference_volume.GetName()!r} {tuple(dims)}; the volume changed during the run: run again")
+        raise ValueError(_("the label map {shape} (i, j, k) is not on the grid of volume {volume!r} {dims}; the "
+                           "volume changed during the run: run again").format(
+            shape=labels.shape[::-1], volume=reference_volume.GetName(), dims=tuple(dims)))
     if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > 65535)):
-        raise ValueError(f"labels must be integers 0..65535, got {labels.dtype}")
+        raise ValueError(f"labels must be integers 0..65535, got {labels.dtype}")  # no tr: a caller's bug
     ijk_to_ras = vtk.vtkMatrix4x4()
     reference_volume.GetIJKToRASMatrix(ijk_to_ras)
     shared = _oriented_labelmap(labels, ijk_to_ras)
@@ -157,7 +158,8 @@ def set_segments(segmentation_node, segments: list[tuple[str, slicer.vtkSegment]
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         for sid, segment in segments:
             if not segmentation.AddSegment(segment, sid):
-                raise RuntimeError(f"could not add segment {segment.GetName()!r} to {segmentation_node.GetName()!r}")
+                raise RuntimeError(_("could not add segment {segment!r} to {segmentation!r}").format(
+                    segment=segment.GetName(), segmentation=segmentation_node.GetName()))
     finally:
         segmentation_node.EndModify(was_modifying)
 
@@ -232,7 +234,7 @@ def labelmap_from_segmentation(segmentation_node, reference_volume, segment_ids:
     if not ids:
         return np.zeros(dims[::-1], dtype=dtype)
     if not segmentation_node.GetSegmentation().CreateRepresentation(BINARY_LABELMAP):
-        raise ValueError(tr("segmentation {segmentation!r} cannot be converted to a binary labelmap").format(
+        raise ValueError(_("segmentation {segmentation!r} cannot be converted to a binary labelmap").format(
             segmentation=segmentation_node.GetName()))
     id_array, value_array = vtk.vtkStringArray(), vtk.vtkIntArray()
     for sid, value in zip(ids, values, strict=True):
@@ -244,8 +246,9 @@ def labelmap_from_segmentation(segmentation_node, reference_volume, segment_ids:
         value_array)
     extent = merged.GetExtent()
     if tuple(extent) != (0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1):
-        raise RuntimeError(f"merged labelmap of {segmentation_node.GetName()!r} has extent {extent}, not the grid of "
-                           f"{reference_volume.GetName()!r} {dims}")
+        raise RuntimeError(  # no tr: Slicer's export broke its contract, for developers
+            f"merged labelmap of {segmentation_node.GetName()!r} has extent {extent}, not the grid of "
+            f"{reference_volume.GetName()!r} {dims}")
     array = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(dims[::-1])
     return array.astype(dtype, copy=True)
 
@@ -303,7 +306,7 @@ def source_volume(segmentation_node, volume_node=None):
     node = segmentation_node.GetNodeReference(SOURCE_VOLUME_ROLE) or segmentation_node.GetNodeReference(
         segmentation_node.GetReferenceImageGeometryReferenceRole())
     if node is None:
-        raise ValueError(tr("segmentation {segmentation!r} has no source volume; pick the volume it was made on")
+        raise ValueError(_("segmentation {segmentation!r} has no source volume; pick the volume it was made on")
                          .format(segmentation=segmentation_node.GetName()))
     return node
 

@@ -1,3 +1,4 @@
+# -*- i18n: disabled -*-  (developers read the self-test's messages; Slicer's string extraction skips this file)
 """The checks of MedSeg's in-Slicer self-test (``MedSegTest``), without Qt, so that pytest runs them on slicer-core too.
 
 :func:`self_test_model` picks the bundled hippocampus model (or any bundled single-channel model) and otherwise writes

@@ -33,6 +33,7 @@ from medseg.edits import EditStats
 from medseg.measure import LabelMeasurement, measure_labels, measurements_table
 
 from .corrections import EDITED_ATTRIBUTE, edit_stats, result_edited
+from .i18n import tr as _
 from .segmentation import (
     TABLE_ROLE,
     layer_labelmaps,
@@ -68,33 +69,36 @@ class Column:
 
 
 EDIT_COLUMNS = (  # the AI's mask against the segment now (MedSegLib.corrections), after a re-measure
-    Column("ai_volume_ml", "AI volume", "mL", "double", "volume of the model's own segment, before any edit"),
-    Column("corrected_volume_ml", "Corrected volume", "mL", "double", "volume of the segment as it is now"),
-    Column("edit_dice", "Dice AI/corrected", "", "double", "Dice between the model's segment and the segment now"),
-    Column("edit_hd95_mm", "HD95 AI/corrected", "mm", "double",
-           "95th percentile Hausdorff distance between the model's segment and the segment now (MONAI's)"),
-    Column("added_ml", "Added", "mL", "double", "volume the user added to the model's segment"),
-    Column("removed_ml", "Removed", "mL", "double", "volume the user removed from the model's segment"),
-    Column("edited", "Edited", "", "string", "yes when the segment differs from the model's, else no"),
+    Column("ai_volume_ml", _("AI volume"), "mL", "double", _("volume of the model's own segment, before any edit")),
+    Column("corrected_volume_ml", _("Corrected volume"), "mL", "double", _("volume of the segment as it is now")),
+    Column("edit_dice", _("Dice AI/corrected"), "", "double",
+           _("Dice between the model's segment and the segment now")),
+    Column("edit_hd95_mm", _("HD95 AI/corrected"), "mm", "double",
+           _("95th percentile Hausdorff distance between the model's segment and the segment now (MONAI's)")),
+    Column("added_ml", _("Added"), "mL", "double", _("volume the user added to the model's segment")),
+    Column("removed_ml", _("Removed"), "mL", "double", _("volume the user removed from the model's segment")),
+    Column("edited", _("Edited"), "", "string", _("yes when the segment differs from the model's, else no")),
 )
 COLUMNS = (
-    Column("name", "Segment", "", "string", "segment name"),
-    Column("label_id", "Label", "", "int", "label value in the label map and the NIfTI export"),
-    Column("voxel_count", "Voxels", "", "int", "number of voxels in the segment"),
-    Column("volume_ml", "Volume", "mL", "double", "voxel count x voxel volume"),
-    Column("soft_volume_ml", "Soft volume", "mL", "double",
-           "sum of the model's class probability x voxel volume over the whole image"),
-    Column("volume_interval_lo_ml", "Volume low (90 % interval)", "mL", "double",
-           "low end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
-           "for a model without that calibration, the smallest volume over the TTA passes: a range, not an interval)"),
-    Column("volume_interval_hi_ml", "Volume high (90 % interval)", "mL", "double",
-           "high end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
-           "for a model without that calibration, the largest volume over the TTA passes: a range, not an interval)"),
-    Column("surface_area_mm2", "Surface area", "mm2", "double", "surface area (Crofton estimate)"),
-    Column("largest_diameter_mm", "Largest diameter", "mm", "double",
-           "largest distance between two voxel centres of the segment"),
-    Column("intensity_mean", "Mean intensity", "", "double", "mean of the input volume inside the segment"),
-    Column("intensity_std", "Intensity std", "", "double", "standard deviation of the input inside the segment"),
+    Column("name", _("Segment"), "", "string", _("segment name")),
+    Column("label_id", _("Label"), "", "int", _("label value in the label map and the NIfTI export")),
+    Column("voxel_count", _("Voxels"), "", "int", _("number of voxels in the segment")),
+    Column("volume_ml", _("Volume"), "mL", "double", _("voxel count x voxel volume")),
+    Column("soft_volume_ml", _("Soft volume"), "mL", "double",
+           _("sum of the model's class probability x voxel volume over the whole image")),
+    Column("volume_interval_lo_ml", _("Volume low (90 % interval)"), "mL", "double",
+           _("low end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
+             "for a model without that calibration, the smallest volume over the TTA passes: a range, not an "
+             "interval)")),
+    Column("volume_interval_hi_ml", _("Volume high (90 % interval)"), "mL", "double",
+           _("high end of the model's 90 % volume interval (split-conformal, calibrated on its validation cases; "
+             "for a model without that calibration, the largest volume over the TTA passes: a range, not an "
+             "interval)")),
+    Column("surface_area_mm2", _("Surface area"), "mm2", "double", _("surface area (Crofton estimate)")),
+    Column("largest_diameter_mm", _("Largest diameter"), "mm", "double",
+           _("largest distance between two voxel centres of the segment")),
+    Column("intensity_mean", _("Mean intensity"), "", "double", _("mean of the input volume inside the segment")),
+    Column("intensity_std", _("Intensity std"), "", "double", _("standard deviation of the input inside the segment")),
     *EDIT_COLUMNS,
 )
 _ARRAYS = {"string": vtk.vtkStringArray, "int": vtk.vtkIntArray, "double": vtk.vtkDoubleArray}
@@ -193,7 +197,7 @@ def measure_segmentation(segmentation_node, volume_node=None, exported=None) -> 
         for sid, m in zip(group, measure_labels(labelmap, geometry, specs, image=image), strict=True):
             soft, interval = model_values(segmentation.GetSegment(sid))
             measured[sid] = dataclasses.replace(m, soft_volume_ml=soft, volume_interval_ml=interval)
-    return [measured[sid] for sid, _ in segment_labels(segmentation_node)]
+    return [measured[sid] for sid, _label in segment_labels(segmentation_node)]
 
 
 def recompute_table(segmentation_node, table_node=None, volume_node=None):
@@ -209,12 +213,13 @@ def recompute_table(segmentation_node, table_node=None, volume_node=None):
     """
     table_node = table_node or segmentation_node.GetNodeReference(TABLE_ROLE)
     if table_node is None:
-        raise ValueError(f"segmentation {segmentation_node.GetName()!r} has no volume table; pass a table node")
+        raise ValueError(_("segmentation {name!r} has no volume table; pass a table node").format(
+            name=segmentation_node.GetName()))
     volume_node = source_volume(segmentation_node, volume_node)
     exported = layer_labelmaps(segmentation_node, volume_node)  # once, for the measures and the edit statistics
     rows = measurement_rows(measure_segmentation(segmentation_node, volume_node, exported))
     stats = edit_stats(segmentation_node, volume_node, exported)
-    for row, (sid, _) in zip(rows, segment_labels(segmentation_node), strict=True):
+    for row, (sid, _label) in zip(rows, segment_labels(segmentation_node), strict=True):
         row.update(edit_values(None if stats is None else stats.get(sid)))
     fill_table(table_node, rows)
     table_node.SetAttribute(EDITED_ATTRIBUTE, "" if stats is None else

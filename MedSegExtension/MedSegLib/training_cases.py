@@ -35,6 +35,7 @@ from medseg.text import printable
 
 from .corrections import ai_labels
 from .dicom_export import _model
+from .i18n import tr as _
 from .segmentation import labelmap_from_segmentation, segment_labels, source_volume
 from .volumes import matrix_from_vtk
 
@@ -57,10 +58,12 @@ def _dataset(folder: Path, card: ModelCard) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} cannot be read ({exc}); fix it or pick another corrections folder") from None
+        raise ValueError(_("{path} cannot be read ({error}); fix it or pick another corrections folder").format(
+            path=path, error=exc)) from None
     if meta.get("labels") != labels:
-        raise ValueError(f"{path} holds cases with labels {meta.get('labels')}, but model {printable(card.name)} has "
-                         f"{labels}: pick a corrections folder for this model")
+        raise ValueError(_("{path} holds cases with labels {found}, but model {model} has {labels}: pick a "
+                           "corrections folder for this model").format(path=path, found=meta.get("labels"),
+                                                                       model=printable(card.name), labels=labels))
     return meta
 
 
@@ -101,21 +104,22 @@ def save_training_case(scene, segmentation_node, folder: str | os.PathLike[str],
     del scene
     card, sha256 = _model(segmentation_node, model, card, checkpoint_sha256, False)
     if len(card.inputs) != 1:
-        raise ValueError(f"model {printable(card.name)} takes {len(card.inputs)} channels; saving training cases "
-                         f"supports single-channel models only")
+        raise ValueError(_("model {model} takes {channels} channels; saving training cases supports "
+                           "single-channel models only").format(model=printable(card.name), channels=len(card.inputs)))
     volume_node = source_volume(segmentation_node, volume_node)
     ai = ai_labels(segmentation_node, volume_node)
     if ai is None:
-        raise ValueError(f"{segmentation_node.GetName()!r} has no AI mask kept with it (a result from an older "
-                         f"MedSeg, or not a result): segment the volume again, correct it, then save it")
+        raise ValueError(_("{name!r} has no AI mask kept with it (a result from an older MedSeg, or not a result): "
+                           "segment the volume again, correct it, then save it").format(
+            name=segmentation_node.GetName()))
     ids = {lb.id for lb in card.labels}
     pairs = segment_labels(segmentation_node)
-    extra = [label.name for _, label in pairs if label.id not in ids]
+    extra = [label.name for _sid, label in pairs if label.id not in ids]
     if extra:
         log.warning("segments %s are not labels of model %s: left out of the training case", extra, card.name)
     pairs = [(sid, label) for sid, label in pairs if label.id in ids]
-    corrected = labelmap_from_segmentation(segmentation_node, volume_node, [sid for sid, _ in pairs],
-                                           [label.id for _, label in pairs])
+    corrected = labelmap_from_segmentation(segmentation_node, volume_node, [sid for sid, _label in pairs],
+                                           [label.id for _sid, label in pairs])
     ijk_to_ras = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(ijk_to_ras)
     geometry = Geometry.from_ijk_to_ras(matrix_from_vtk(ijk_to_ras))

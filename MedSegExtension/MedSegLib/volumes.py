@@ -26,7 +26,7 @@ from vtk.util import numpy_support
 from medseg.geometry import LPS_TO_RAS, Geometry
 from medseg.io import DIRECTION_TOLERANCE, ORIGIN_TOLERANCE_MM, SPACING_TOLERANCE_MM, check_volume
 
-from .i18n import tr
+from .i18n import tr as _
 
 __all__ = [
     "SCALAR_VOLUME_CLASSES",
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 SCALAR_VOLUME_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode")
 def _harden_hint() -> str:
-    return tr("harden the transform (Data module: right-click the volume > 'Harden transform') or resample the "
-              "volume (Resample Scalar/Vector/DWI Volume), then segment the result")
+    return _("harden the transform (Data module: right-click the volume > 'Harden transform') or resample the "
+             "volume (Resample Scalar/Vector/DWI Volume), then segment the result")
 
 
 def _name(node) -> str:
@@ -78,8 +78,8 @@ def world_ijk_to_ras(node) -> np.ndarray:
     if parent is None:
         return ijk_to_ras
     if not parent.IsTransformToWorldLinear():
-        raise ValueError(tr("volume {volume!r} is under the non-linear transform {transform!r}: MedSeg segments "
-                            "voxels on a regular grid; {hint}").format(volume=_name(node), transform=_name(parent),
+        raise ValueError(_("volume {volume!r} is under the non-linear transform {transform!r}: MedSeg segments "
+                           "voxels on a regular grid; {hint}").format(volume=_name(node), transform=_name(parent),
                                                                       hint=_harden_hint()))
     to_world = vtk.vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(to_world)
@@ -92,14 +92,14 @@ def geometry_from_volume(node) -> Geometry:
     axes = matrix[:3, :3]
     spacing = np.linalg.norm(axes, axis=0)
     if np.any(spacing <= 0) or not np.all(np.isfinite(axes)):
-        raise ValueError(tr("volume {volume!r} has voxel spacing {spacing} mm: spacing must be positive; fix it in "
-                            "the Volumes module (Volume Information)").format(volume=_name(node),
-                                                                              spacing=tuple(spacing)))
+        raise ValueError(_("volume {volume!r} has voxel spacing {spacing} mm: spacing must be positive; fix it in "
+                           "the Volumes module (Volume Information)").format(volume=_name(node),
+                                                                             spacing=tuple(spacing)))
     direction = axes / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         parent = node.GetParentTransformNode()
-        raise ValueError(tr("volume {volume!r}: its parent transform {transform!r} shears or scales the voxel axes "
-                            "unevenly, so they are no longer perpendicular; {hint} (resampling)").format(
+        raise ValueError(_("volume {volume!r}: its parent transform {transform!r} shears or scales the voxel axes "
+                           "unevenly, so they are no longer perpendicular; {hint} (resampling)").format(
             volume=_name(node), transform=_name(parent), hint=_harden_hint()))
     return Geometry.from_ijk_to_ras(matrix)
 
@@ -130,33 +130,33 @@ def check_scalar_volume(node, what: str = "input volume", allow_single_slice: bo
             or a single slice.
     """
     if node is None:
-        raise ValueError(tr("no {what} selected; pick a volume in the panel (load one with Add Data or a DICOM "
-                            "series first)").format(what=what))
+        raise ValueError(_("no {what} selected; pick a volume in the panel (load one with Add Data or a DICOM "
+                           "series first)").format(what=what))
     if not node.IsA("vtkMRMLVolumeNode"):
-        raise ValueError(tr("{what} {name!r} is a {kind}, not a volume; pick an image volume").format(
+        raise ValueError(_("{what} {name!r} is a {kind}, not a volume; pick an image volume").format(
             what=what, name=_name(node), kind=node.GetClassName()))
     image = node.GetImageData()
     components = image.GetNumberOfScalarComponents() if image is not None else 1
     if node.GetClassName() not in SCALAR_VOLUME_CLASSES or components != 1:
-        raise ValueError(tr("{what} {name!r} is a {kind} with {components} component(s) per voxel (a vector, color "
-                            "or diffusion volume): a scalar volume is expected; extract one component or convert it "
-                            "to a scalar volume (Vector to Scalar Volume module)").format(
+        raise ValueError(_("{what} {name!r} is a {kind} with {components} component(s) per voxel (a vector, color "
+                           "or diffusion volume): a scalar volume is expected; extract one component or convert it "
+                           "to a scalar volume (Vector to Scalar Volume module)").format(
             what=what, name=_name(node), kind=node.GetClassName(), components=components))
     frames = _sequence_of(node)
     if frames is not None:
         browser, sequence = frames
-        raise ValueError(tr("{what} {name!r} is the current frame of the 4D sequence {sequence!r} ({frames} frames, "
-                            "browser {browser!r}): pick one frame and segment a copy of it (Data module: right-click "
-                            "> Clone), or give each frame as its own volume").format(
+        raise ValueError(_("{what} {name!r} is the current frame of the 4D sequence {sequence!r} ({frames} frames, "
+                           "browser {browser!r}): pick one frame and segment a copy of it (Data module: right-click "
+                           "> Clone), or give each frame as its own volume").format(
             what=what, name=_name(node), sequence=_name(sequence), frames=sequence.GetNumberOfDataNodes(),
             browser=_name(browser)))
     if image is None or image.GetNumberOfPoints() == 0 or image.GetPointData().GetScalars() is None:
-        raise ValueError(tr("{what} {name!r} has no voxels; load the image again").format(what=what,
-                                                                                            name=_name(node)))
+        raise ValueError(_("{what} {name!r} has no voxels; load the image again").format(what=what,
+                                                                                         name=_name(node)))
     dims = image.GetDimensions()
     if not allow_single_slice and min(dims) == 1:
-        raise ValueError(tr("{what} {name!r} is a single slice ({i} x {j} x {k} voxels, a 2D image): this model "
-                            "segments 3D volumes; load the whole series (all slices) as one volume").format(
+        raise ValueError(_("{what} {name!r} is a single slice ({i} x {j} x {k} voxels, a 2D image): this model "
+                           "segments 3D volumes; load the whole series (all slices) as one volume").format(
             what=what, name=_name(node), i=dims[0], j=dims[1], k=dims[2]))
 
 
@@ -203,19 +203,19 @@ def arrays_from_volumes(nodes: Sequence, names: Sequence[str] | None = None,
     """
     nodes = list(nodes)
     if not nodes:
-        raise ValueError(tr("no input volume selected; pick a volume in the panel"))
-    names = list(names) if names is not None else [tr("channel {n}").format(n=n + 1) for n in range(len(nodes))]
-    what = [tr("input volume for {name!r}").format(name=n) if len(nodes) > 1 else tr("input volume") for n in names]
+        raise ValueError(_("no input volume selected; pick a volume in the panel"))
+    names = list(names) if names is not None else [_("channel {n}").format(n=n + 1) for n in range(len(nodes))]
+    what = [_("input volume for {name!r}").format(name=n) if len(nodes) > 1 else _("input volume") for n in names]
     first, geometry = array_from_volume(nodes[0], what[0], allow_single_slice)
     arrays = [first]
     for node, label in zip(nodes[1:], what[1:], strict=True):
         array, other = array_from_volume(node, label, allow_single_slice)
         differences = _grid_differences(first, geometry, array, other)
         if differences:
-            raise ValueError(tr("volumes {first!r} ({first_label}) and {other!r} ({other_label}) are on different "
-                                "voxel grids: {differences}. Resample {other!r} onto {first!r} (Resample "
-                                "Scalar/Vector/DWI Volume, or Resample Image (BRAINS) with {first!r} as reference) "
-                                "and pick the resampled volume").format(
+            raise ValueError(_("volumes {first!r} ({first_label}) and {other!r} ({other_label}) are on different "
+                               "voxel grids: {differences}. Resample {other!r} onto {first!r} (Resample "
+                               "Scalar/Vector/DWI Volume, or Resample Image (BRAINS) with {first!r} as reference) "
+                               "and pick the resampled volume").format(
                 first=_name(nodes[0]), first_label=names[0], other=_name(node), other_label=label,
                 differences="; ".join(differences)))
         arrays.append(array)
@@ -226,7 +226,7 @@ def image_data_from_array(array: np.ndarray) -> vtk.vtkImageData:
     """A ``vtkImageData`` (origin 0, spacing 1, as volume nodes keep it) holding a copy of `array` ``(Z, Y, X)``."""
     array = np.ascontiguousarray(array)
     if array.ndim != 3:
-        raise ValueError(f"a volume needs a 3D array indexed [k, j, i], got shape {array.shape}")
+        raise ValueError(f"a volume needs a 3D array indexed [k, j, i], got shape {array.shape}")  # no tr: a bug
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     image = vtk.vtkImageData()
@@ -242,7 +242,7 @@ def _check_fits(reference, shape: tuple[int, ...]) -> None:
     image = reference.GetImageData() if reference is not None else None
     dims = tuple(image.GetDimensions()) if image is not None else None
     if dims != tuple(shape[::-1]):
-        raise ValueError(f"array of shape {tuple(shape)} (k, j, i) does not fit the grid of volume "
+        raise ValueError(f"array of shape {tuple(shape)} (k, j, i) does not fit the grid of volume "  # no tr: a bug
                          f"{_name(reference)!r} ({dims} voxels i, j, k)")
 
 
@@ -302,11 +302,11 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[int, int, int, int, int, int]
         ValueError: the ROI has no size or lies outside the volume.
     """
     if roi_node is None:
-        raise ValueError(tr("no region of interest given"))
+        raise ValueError(_("no region of interest given"))
     size = tuple(roi_node.GetSize())
     if min(size) <= 0:
-        raise ValueError(tr("region of interest {roi!r} has size {size} mm: place it (Markups module) so that it has "
-                            "a size on every axis").format(roi=_name(roi_node), size=tuple(size)))
+        raise ValueError(_("region of interest {roi!r} has size {size} mm: place it (Markups module) so that it has "
+                           "a size on every axis").format(roi=_name(roi_node), size=tuple(size)))
     bounds = [0.0] * 6
     roi_node.GetObjectBounds(bounds)
     corners = np.array([[x, y, z, 1.0] for x in bounds[0:2] for y in bounds[2:4] for z in bounds[4:6]])
@@ -319,9 +319,9 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[int, int, int, int, int, int]
         start = max(0, math.floor(lo[axis] - 0.5) + 1)  # first voxel whose extent [i - 0.5, i + 0.5] overlaps
         stop = min(dims[axis], math.ceil(hi[axis] + 0.5))  # one past the last one
         if start >= stop:
-            raise ValueError(tr("region of interest {roi!r} is outside volume {volume!r} (on axis {axis} it covers "
-                                "voxels {low:.1f} to {high:.1f} of 0 to {last}); move it over the volume (Markups "
-                                "module, or 'Fit to volume')").format(
+            raise ValueError(_("region of interest {roi!r} is outside volume {volume!r} (on axis {axis} it covers "
+                               "voxels {low:.1f} to {high:.1f} of 0 to {last}); move it over the volume (Markups "
+                               "module, or 'Fit to volume')").format(
                 roi=_name(roi_node), volume=_name(volume_node), axis="ijk"[axis], low=lo[axis], high=hi[axis],
                 last=dims[axis] - 1))
         box += [start, stop]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .i18n import tr
+from .i18n import tr as _
 
 if TYPE_CHECKING:
     from medseg.inference import SegmentOptions
@@ -56,7 +56,7 @@ class CancelFlag:
 
     def check(self) -> None:
         if self._event.is_set():
-            raise Cancelled("cancelled by the user; nothing was changed")
+            raise Cancelled(_("cancelled by the user; nothing was changed"))
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class BackgroundTask:
         self._work = work
         self.cancel_token = cancel if cancel is not None else CancelFlag()
         self._lock = threading.Lock()
-        self._progress = Progress(0.0, "waiting")
+        self._progress = Progress(0.0, _("waiting"))
         self._outcome: Outcome | None = None
         self._taken = False
         self._finished = threading.Event()
@@ -174,10 +174,10 @@ def start_segmentation(cache: ModelCache, model: str, device: str, inputs: RunIn
     from .run import compute
 
     def work(progress: ProgressFn, cancel) -> Any:
-        progress(0.0, tr("loading the model"))
+        progress(0.0, _("loading the model"))
         segmenter = cache.get(model, device)
         cancel.check()
-        progress(0.0, tr("segmenting on {device}").format(device=segmenter.device))
+        progress(0.0, _("segmenting on {device}").format(device=segmenter.device))
         return compute(segmenter, inputs, options, progress, cancel)
 
     return BackgroundTask(work, CancelToken(), name="MedSeg segmentation").start()

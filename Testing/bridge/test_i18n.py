@@ -62,3 +62,26 @@ def test_a_translation_is_used_in_the_callers_context_unless_it_loses_a_placehol
     with pytest.raises(ValueError) as info:
         volumes.arrays_from_volumes([empty])
     assert str(info.value) == "volume d'entrée 'empty' n'a pas de voxels"
+
+
+def test_the_converted_modules_look_up_whole_sentences_in_their_own_context(scene, monkeypatch):
+    from types import SimpleNamespace
+
+    from MedSegLib import dicom_export, finetune_job
+
+    looked_up = []
+    german = {"nothing to export from {name!r}: tick DICOM SEG, DICOM SR, PDF or meshes":
+              "nichts zu exportieren aus {name!r}: DICOM SEG, DICOM SR, PDF oder Netze ankreuzen"}
+
+    def translate(context, text):
+        looked_up.append((context, text))
+        return german.get(text, text)
+
+    monkeypatch.setattr(i18n, "_slicer_translate", lambda: translate)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "liver")
+    with pytest.raises(ValueError, match="^nichts zu exportieren aus 'liver': DICOM SEG, DICOM SR, PDF oder Netze"):
+        dicom_export._check_request(node, "/nonexistent", False, False, False, False)
+    step = SimpleNamespace(step=3, steps=50, loss=0.25, eta_s=12.0)
+    assert finetune_job._step_message(step) == "fine-tuning: step 3/50, loss 0.250, about 12 s left"
+    assert ("MedSegLib.finetune_job", "fine-tuning: step {step}/{steps}, loss {loss:.3f}, about {seconds:.0f} s "
+            "left") in looked_up  # one whole sentence, not the fragments it used to be joined from
