@@ -114,6 +114,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--loss", choices=LOSSES, default="ce_dice", help="dice, ce_dice or boundary_ce (ce_dice)")
     g.add_argument("--fg-fraction", type=float, default=1 / 3, help="share of foreground-centred patches (1/3)")
     g.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    g.add_argument("--mirror-axes", type=int, nargs="*", choices=(0, 1, 2), default=None, metavar="AXIS",
+                   help="array axes (k j i of the training orientation) mirrored in augmentation, each with "
+                        "probability 0.5 (default: all three); give none (--mirror-axes alone) for anatomy with a "
+                        "left and a right label, such as kidneys: the card then restricts mirroring TTA to these axes")
     p.set_defaults(func=cmd_train)
     return p
 
@@ -131,7 +135,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         deep_supervision=not args.no_deep_supervision, fg_fraction=args.fg_fraction,
         val_fraction=args.val_fraction, val_include=tuple(args.val_include), val_every=args.val_every,
         seed=args.seed, device=args.device, resume=args.resume, num_threads=args.threads,
-        augment=dataclasses.replace(AugmentConfig(), enabled=not args.no_augment),
+        augment=dataclasses.replace(AugmentConfig(), enabled=not args.no_augment,
+                                    **({} if args.mirror_axes is None else {"flip_axes": tuple(args.mirror_axes)})),
     )
 
 

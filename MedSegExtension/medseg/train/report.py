@@ -144,4 +144,12 @@ def build_card(config: TrainConfig, info: DatasetInfo, model: SegmentationNetwor
         training=finite_or_null(training),
         spacing=spacing, orientation=orientation, input_domain=input_domain, metrics=finite_or_null(metrics),
         description=config.description, engine_version=__version__,
+        inference=_mirror_inference(config),
     )
+
+
+def _mirror_inference(config: TrainConfig) -> dict[str, Any] | None:
+    """The card's ``inference.mirror_axes`` when training mirrored fewer than all axes (none: TTA must not mirror
+    what the network never saw mirrored, e.g. a left and a right kidney); None keeps MedSeg's default (all)."""
+    axes = tuple(sorted(set(config.augment.flip_axes)))
+    return None if axes == tuple(range(len(config.patch))) else {"mirror_axes": list(axes)}
