@@ -37,6 +37,7 @@ from MedSegLib.panel import (
     done_message,
     html_text,
     input_volumes,
+    postprocess_defaults,
     resource_path,
     saved_paths,
     settings_from_parameters,
@@ -204,7 +205,7 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
         if not p.inputVolume:
             p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
         if not p.modelName and self._choices:
-            p.modelName = next(iter(self._choices))
+            self._pickModel(next(iter(self._choices)))
         if str(p.outputFolder) in ("", "."):
             p.outputFolder = pathlib.Path.home() / "MedSeg"
 
@@ -274,7 +275,15 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
 
     def _onModelPicked(self, index: int) -> None:
         if self._parameterNode is not None:
-            self._parameterNode.modelName = self.ui.modelComboBox.itemData(index) or ""
+            self._pickModel(self.ui.modelComboBox.itemData(index) or "")
+
+    def _pickModel(self, key: str) -> None:
+        """The user's model choice: the parameter node's model, and its card's default post-processing in the
+        checkboxes (a saved scene's model and checkboxes are restored as saved, not through here)."""
+        choice = self._choices.get(key)
+        for name, value in postprocess_defaults(choice.card if choice else None).items():
+            setattr(self._parameterNode, name, value)
+        self._parameterNode.modelName = key
 
     def _onActivationPicked(self, index: int) -> None:
         if self._parameterNode is not None:
@@ -341,7 +350,7 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
             fillCombo(self.ui.modelComboBox, [(c.text, c.key, c.tooltip) for c in choices], path)
         if self._parameterNode is not None:
             self._shown = (None, self._shown[1])
-            self._parameterNode.modelName = path
+            self._pickModel(path)
             self._onParameterNodeModified()
         return True
 

@@ -19,11 +19,13 @@ import numpy as np
 
 from medseg.inference import Segmenter, SegmentOptions
 from medseg.io import read_image
+from medseg.postprocess import PostprocessOptions
 
 SETTINGS = {
-    "fp32": SegmentOptions(precision="fp32", measure=False),
-    "bf16": SegmentOptions(precision="bf16", measure=False),
-    "fp32-overlap0.25": SegmentOptions(precision="fp32", overlap=0.25, measure=False),
+    "fp32": SegmentOptions(precision="fp32", measure=False, postprocess=PostprocessOptions()),
+    "bf16": SegmentOptions(precision="bf16", measure=False, postprocess=PostprocessOptions()),
+    "fp32-overlap0.25": SegmentOptions(precision="fp32", overlap=0.25, measure=False,
+                                       postprocess=PostprocessOptions()),
 }
 
 

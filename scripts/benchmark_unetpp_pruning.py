@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from medseg.inference import Segmenter, SegmentOptions
 from medseg.io import read_channels, read_image
 from medseg.metrics import score_label
+from medseg.postprocess import PostprocessOptions
 
 MODES = {"L1": (1, False), "L2": (2, False), "L3": (3, False), "L4": (4, False), "L4 accurate": (4, True)}
 
@@ -75,7 +76,8 @@ def main() -> None:
     dice = {mode: {} for mode in MODES}
     for r in range(args.repeats):
         for mode, (level, accurate) in MODES.items():
-            options = SegmentOptions(precision=args.precision, measure=False, prune_level=level, accurate=accurate)
+            options = SegmentOptions(precision=args.precision, measure=False, prune_level=level, accurate=accurate,
+                                     postprocess=PostprocessOptions())  # the network's own output
             for i, (case, image, geometry, reference) in enumerate(data):
                 result = segmenter.segment(image, geometry, options)
                 seconds[mode][r, i] = result.info["seconds"]["inference"]

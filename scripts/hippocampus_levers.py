@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "MedSegExtension"))
 
 from medseg.inference import Segmenter, SegmentOptions  # noqa: E402
 from medseg.io import read_image  # noqa: E402
+from medseg.postprocess import PostprocessOptions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hippocampus"
 MODELS = ("hippocampus-unet3d", "hippocampus-unetpp")
@@ -54,7 +55,8 @@ def main() -> int:
         for m, seg in segmenters.items():
             for tta in (False,) if args.no_tta else (False, True):
                 t = time.perf_counter()
-                r = seg.segment(image, geometry, SegmentOptions(tta=tta, probabilities=True, measure=False))
+                r = seg.segment(image, geometry, SegmentOptions(tta=tta, probabilities=True, measure=False,
+                                                                postprocess=PostprocessOptions()))
                 seconds[f"{m}{' +TTA' if tta else ''}"] = seconds.get(f"{m}{' +TTA' if tta else ''}", 0.0) + \
                     time.perf_counter() - t
                 probs[(m, tta)] = r.probabilities

@@ -34,6 +34,7 @@ from medseg.checkpoint import read_card
 from medseg.geometry import Geometry
 from medseg.inference import Segmenter, SegmentOptions
 from medseg.orientation import orientation_code
+from medseg.postprocess import PostprocessOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 CODES = ["".join(("LR", "PA", "SI")[axis][sign] for axis, sign in zip(order, signs, strict=True))
@@ -70,7 +71,7 @@ def _case(segmenter: Segmenter, image: sitk.Image, label: sitk.Image, ids: list[
     for code in CODES:
         img, lab = sitk.DICOMOrient(image, code), sitk.DICOMOrient(label, code)
         result = segmenter.segment(sitk.GetArrayFromImage(img).astype(np.float32), Geometry.from_sitk(img),
-                                   SegmentOptions(measure=False))
+                                   SegmentOptions(measure=False, postprocess=PostprocessOptions()))
         truth = sitk.GetArrayFromImage(lab)
         back = sitk.DICOMOrient(Geometry.from_sitk(img).to_sitk(result.labels), stored)
         out[code] = {"dice": {i: dice(result.labels == i, truth == i) for i in ids},

@@ -292,6 +292,7 @@ def compare(args: argparse.Namespace) -> None:
     from medseg.inference import Segmenter, SegmentOptions
     from medseg.io import read_image
     from medseg.nnunet import import_nnunet
+    from medseg.postprocess import PostprocessOptions
 
     torch.set_num_threads(args.threads)
     folder = untrained_folder(args) if args.untrained else results_folder(args.work)
@@ -323,7 +324,8 @@ def compare(args: argparse.Namespace) -> None:
             volume, geometry = read_image(path)
             t = time.perf_counter()
             ours = segmenter.segment(volume, geometry, SegmentOptions(tta=mirror, precision="fp32", measure=False,
-                                                                      probabilities=True))
+                                                                      probabilities=True,
+                                                                      postprocess=PostprocessOptions()))
             totals["medseg_s"] += time.perf_counter() - t
             mine = ours.labels.astype(np.uint8)
             if mine.shape != ref.shape:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from medseg.text import printable  # standard library only: the panel still loads without PyTorch
 
-from .i18n import tr
+from .i18n import tr as _
 
 if TYPE_CHECKING:
     from medseg.card import ModelCard
@@ -40,10 +40,12 @@ __all__ = [
     "finetuned_title",
     "format_calibration",
     "format_metrics",
+    "format_postprocess",
     "html_text",
     "input_volumes",
     "model_choices",
     "overlay_label",
+    "postprocess_defaults",
     "resource_path",
     "review_item_text",
     "saved_paths",
@@ -65,7 +67,7 @@ class Device(enum.Enum):
 
     @staticmethod
     def label(member: Device) -> str:  # the parameter node wrapper's combo-box text for an enum member
-        return {"auto": tr("Auto (GPU if found)"), "cuda": tr("GPU (CUDA)"), "cpu": tr("CPU")}[member.value]
+        return {"auto": _("Auto (GPU if found)"), "cuda": _("GPU (CUDA)"), "cpu": _("CPU")}[member.value]
 
 
 def resource_path(module_file: str | os.PathLike[str], relative: str) -> Path:
@@ -107,7 +109,7 @@ def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],
     Returns:
         (choices, problems): a user checkpoint that is gone or unreadable is left out and its problem listed.
     """
-    choices = [ModelChoice(e.name, printable(tr("{name} (bundled)").format(name=e.name)), e.card, True)
+    choices = [ModelChoice(e.name, printable(_("{name} (bundled)").format(name=e.name)), e.card, True)
                for e in bundled]
     problems = []
     for path in user_paths:
@@ -132,7 +134,9 @@ def finetuned_title(card: ModelCard) -> str | None:
     parent = (lineage.get("parent") or {}).get("name") or card.name
     day = str(lineage.get("date") or "")[:10] or "?"
     used = len((lineage.get("corrections") or {}).get("used") or [])
-    return printable(f"{parent} (fine-tuned {day}, {used} case{'s' if used != 1 else ''})")
+    template = (_("{parent} (fine-tuned {day}, {used} case)") if used == 1
+                else _("{parent} (fine-tuned {day}, {used} cases)"))
+    return printable(template.format(parent=parent, day=day, used=used))
 
 
 def saved_paths(value: Any) -> list[str]:
@@ -164,7 +168,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def describe_card(card: ModelCard) -> str:
-    """The text under the model picker: what the model does, on what it was trained, how well it did.
+    """The text under the model picker: what the model does, on what it was trained, how well it did, its default
+    post-processing (only when the card has one).
 
     Plain text with every control character removed (:func:`medseg.text.printable`): the card comes from the
     checkpoint's author. The module shows it in a label whose text format is plain text.
@@ -173,11 +178,12 @@ def describe_card(card: ModelCard) -> str:
     labels = ", ".join(label.name for label in card.foreground_labels)
     training = card.training
     lines = [card.summary,
-             tr("{architecture}, {dims}D; input: {inputs}; labels: {labels}").format(
+             _("{architecture}, {dims}D; input: {inputs}; labels: {labels}").format(
                  architecture=card.architecture, dims=card.spatial_dims, inputs=inputs, labels=labels),
-             tr("Trained on {dataset} (license: {license})").format(
-                 dataset=training.get("dataset", tr("an unnamed data set")), license=training.get("license", "?")),
-             tr("Validation: {metrics}").format(metrics=format_metrics(card.metrics)),
+             _("Trained on {dataset} (license: {license})").format(
+                 dataset=training.get("dataset", _("an unnamed data set")), license=training.get("license", "?")),
+             _("Validation: {metrics}").format(metrics=format_metrics(card.metrics)),
+             *([format_postprocess(card.postprocess)] if card.postprocess else []),
              format_calibration(card.calibration)]
     return "\n".join(printable(line) for line in lines)
 
@@ -185,30 +191,53 @@ def describe_card(card: ModelCard) -> str:
 def format_calibration(calibration: dict[str, Any] | None) -> str:
     """The card's calibration in one line: temperature and ECE, and the 90 % volume interval's coverage."""
     if not calibration:
-        return tr("Calibration: none (probabilities uncalibrated; volumes with a TTA range, not an interval)")
+        return _("Calibration: none (probabilities uncalibrated; volumes with a TTA range, not an interval)")
     parts = []
     if "temperature" in calibration:
-        ece = (tr(", ECE {before:.3f} -> {after:.3f}").format(before=calibration["ece_before"],
-                                                                after=calibration["ece_after"])
+        ece = (_(", ECE {before:.3f} -> {after:.3f}").format(before=calibration["ece_before"],
+                                                             after=calibration["ece_after"])
                if isinstance(calibration.get("ece_before"), float) and isinstance(calibration.get("ece_after"), float)
                else "")
-        parts.append(tr("temperature {temperature:.3g}{ece}").format(temperature=calibration["temperature"], ece=ece))
+        parts.append(_("temperature {temperature:.3g}{ece}").format(temperature=calibration["temperature"], ece=ece))
     interval = calibration.get("volume_interval")
     if interval:
         coverage = [v.get("coverage_loo") for v in interval["per_label"].values()]
         known = [c for c in coverage if isinstance(c, float)]
-        parts.append(tr("volumes with a {level:g} % interval").format(level=interval["level"] * 100)
-                     + (tr(" (validation coverage {low:.2f}-{high:.2f})").format(low=min(known), high=max(known))
+        parts.append(_("volumes with a {level:g} % interval").format(level=interval["level"] * 100)
+                     + (_(" (validation coverage {low:.2f}-{high:.2f})").format(low=min(known), high=max(known))
                         if known else ""))
-    return tr("Calibration: {parts}").format(parts="; ".join(parts))
+    return _("Calibration: {parts}").format(parts="; ".join(parts))
+
+
+def format_postprocess(postprocess: dict[str, Any] | None) -> str:
+    """The card's default post-processing in one line (``ModelCard.postprocess``, checked by the card)."""
+    steps = _postprocess_fields(postprocess)
+    parts = [text for on, text in ((steps["largestComponent"], _("largest component")),
+                                   (steps["minIslandMl"] > 0, _("islands < {ml:g} mL removed").format(
+                                       ml=steps["minIslandMl"])),
+                                   (steps["fillHoles"], _("holes filled"))) if on]
+    return _("Post-processing by default: {steps}").format(steps=", ".join(parts) if parts else _("none"))
+
+
+def postprocess_defaults(card: ModelCard | None) -> dict[str, Any]:
+    """The post-processing checkboxes' values for a model just picked: its card's default (``ModelCard.postprocess``;
+    all off for a card without one or no model), keyed by the parameter node's fields (``largestComponent``,
+    ``fillHoles``, ``minIslandMl``). The panel sets them on its parameter node, the web page on its state."""
+    return _postprocess_fields(card.postprocess if card is not None else None)
+
+
+def _postprocess_fields(postprocess: dict[str, Any] | None) -> dict[str, Any]:
+    pp = postprocess or {}
+    return {"largestComponent": bool(pp.get("largest_component", False)),
+            "fillHoles": bool(pp.get("fill_holes", False)), "minIslandMl": float(pp.get("min_island_ml", 0.0))}
 
 
 def done_message(seconds: float, device: str, warnings: Sequence[str] = ()) -> str:
     """The status line after a run: how long it took and where, then each warning of the engine (an input unlike the
     model's training data, :func:`medseg.domain.domain_warnings`) for the user to read before trusting the result."""
-    text = tr("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=printable(device))
+    text = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=printable(device))
     if warnings:
-        text += " " + tr("Check the result: {warnings}").format(warnings=warnings_text(warnings).replace("\n", " "))
+        text += " " + _("Check the result: {warnings}").format(warnings=warnings_text(warnings).replace("\n", " "))
     return text
 
 
@@ -219,14 +248,14 @@ def warnings_text(warnings: Sequence[str]) -> str:
 
 def card_tooltip(card: ModelCard, path: str | None = None) -> str:
     """The whole card, for the picker's tooltip."""
-    spacing = tr("input spacing") if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
+    spacing = _("input spacing") if card.spacing is None else " x ".join(f"{s:g}" for s in card.spacing) + " mm"
     lines = [describe_card(card),
-             printable(tr("Patch {patch}, spacing {spacing}, engine {engine}").format(
+             printable(_("Patch {patch}, spacing {spacing}, engine {engine}").format(
                  patch=list(card.patch_size), spacing=spacing, engine=card.engine_version))]
     if card.description:
         lines.append(printable(card.description, newlines=True))
     if path:
-        lines.append(printable(tr("File: {path}").format(path=path)))
+        lines.append(printable(_("File: {path}").format(path=path)))
     return "\n".join(lines)
 
 
@@ -251,10 +280,10 @@ def channel_labels(card: ModelCard | None) -> list[str]:
         ValueError: the model needs more channels than the panel has selectors.
     """
     if card is None:
-        return [tr("Input volume:"), "", ""]
+        return [_("Input volume:"), "", ""]
     if len(card.inputs) > len(CHANNEL_FIELDS):
-        raise ValueError(tr("model {model!r} needs {count} input volumes; the panel has {fields}: run it with "
-                            "`medseg segment` on the command line").format(model=card.name, count=len(card.inputs),
+        raise ValueError(_("model {model!r} needs {count} input volumes; the panel has {fields}: run it with "
+                           "`medseg segment` on the command line").format(model=card.name, count=len(card.inputs),
                                                                           fields=len(CHANNEL_FIELDS)))
     labels = [printable(f"{c.name} ({c.modality}):") for c in card.inputs]
     return labels + [""] * (len(CHANNEL_FIELDS) - len(labels))
@@ -269,8 +298,8 @@ def input_volumes(parameters: Any, card: ModelCard) -> list:
 def device_summary(found: Sequence[str]) -> str:
     """The line beside the device picker, from ``medseg.device.available_devices()``."""
     gpus = [d for d in found if d != "cpu"]
-    return (tr("Found: {gpus} and the CPU").format(gpus=", ".join(gpus)) if gpus
-            else tr("No GPU found: runs on the CPU"))
+    return (_("Found: {gpus} and the CPU").format(gpus=", ".join(gpus)) if gpus
+            else _("No GPU found: runs on the CPU"))
 
 
 # ---------------------------------------------------------------------------------------------- run settings
@@ -321,7 +350,7 @@ def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
         ValueError: no model picked.
     """
     if not parameters.modelName:
-        raise ValueError("no model selected; pick one in the Model list (or add a checkpoint file)")
+        raise ValueError(_("no model selected; pick one in the Model list (or add a checkpoint file)"))
     unetpp = card.architecture == "unetpp"
     names = {label.name for label in card.foreground_labels}
     device = parameters.device
@@ -338,7 +367,7 @@ def settings_from_parameters(parameters: Any, card: ModelCard) -> RunSettings:
 
 def review_item_text(region: Any) -> str:
     """The review list's line for a ``medseg.review.ReviewRegion``: number, segment, size and mean uncertainty."""
-    return printable(tr("{number}. {segment}: {volume:.0f} mm3, uncertainty {uncertainty:.2f}").format(
+    return printable(_("{number}. {segment}: {volume:.0f} mm3, uncertainty {uncertainty:.2f}").format(
         number=region.id, segment=region.label_name, volume=region.volume_ml * 1000,
         uncertainty=region.mean_uncertainty))
 
@@ -346,7 +375,7 @@ def review_item_text(region: Any) -> str:
 def overlay_label(kind: str) -> str:
     """The overlay picker's text for an overlay kind of ``MedSegLib.run``."""
     if kind.startswith("activation:"):
-        return printable(tr("Grad-CAM: {name}").format(name=kind.split(":", 1)[1]))
+        return printable(_("Grad-CAM: {name}").format(name=kind.split(":", 1)[1]))
     if kind.startswith("probability:"):
-        return printable(tr("Probability: {name}").format(name=kind.split(":", 1)[1]))
-    return {"uncertainty": tr("Uncertainty (entropy)"), "tta_variance": tr("TTA variance")}.get(kind, kind)
+        return printable(_("Probability: {name}").format(name=kind.split(":", 1)[1]))
+    return {"uncertainty": _("Uncertainty (entropy)"), "tta_variance": _("TTA variance")}.get(kind, kind)

@@ -4,7 +4,8 @@ Used by ``scripts/calibrate.py`` (a bundled model on its validation split) and `
 network on its parent's validation split); the measures and the card field are :mod:`medseg.calibration`'s.
 
 Each case is segmented by the engine (:class:`medseg.inference.Segmenter`, default options, the card's calibration
-ignored: T = 1), exactly as ``medseg segment`` would.
+ignored: T = 1), exactly as ``medseg segment`` would: with the card's default post-processing
+(``ModelCard.postprocess``), which the fit records as ``postprocessing`` in its result and in the card's object.
 
 - Temperature: the voxels within ``band_mm`` of a reference or predicted boundary of any foreground label
   (|SimpleITK signed Maurer distance| <= band, in mm) are pooled; T minimises their NLL
@@ -220,8 +221,9 @@ def min_cases(level: float) -> int:
 
 
 def card_calibration(temp: dict, intervals: dict, variant: str, level: float, band_mm: float,
-                     fitted_on: str) -> dict[str, Any]:
-    """The card's ``calibration`` object; labels without a finite quantile get no interval (said in ``notes``)."""
+                     fitted_on: str, postprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card's ``calibration`` object; labels without a finite quantile get no interval (said in ``notes``);
+    `postprocessing` (the steps the fitted volumes had, ``PostprocessOptions.to_dict()``) is recorded as given."""
     chosen = intervals[variant]
     per_label = {name: {"q": round(v["q"], 5), "n": v["n"], "coverage_loo": round(v["coverage_loo"], 4),
                         "mean_width_ml": round(v["mean_width_ml"], 4)}
@@ -237,6 +239,8 @@ def card_calibration(temp: dict, intervals: dict, variant: str, level: float, ba
     }
     if temp["cross_fitted"] is not None:
         out["ece_after_cross_fitted"] = round(temp["cross_fitted"]["ece_after"], 5)
+    if postprocessing is not None:
+        out["postprocessing"] = postprocessing
     if per_label:
         out["volume_interval"] = {"level": level, "method": VARIANTS[variant], "per_label": per_label}
     missing = [name for name in chosen if name not in per_label]
@@ -260,9 +264,11 @@ def fit_calibration(loaded, cases: Sequence[LabelledCase], *, fitted_on: str, ba
 
     Returns:
         ``{"temperature": ..., "volume_interval": {variant: per label}, "chosen_interval": variant, "seconds": s,
-        "card_calibration": the card's calibration object}``.
+        "postprocessing": the card's default the cases were segmented with, "card_calibration": the card's
+        calibration object}``.
     """
     from .inference import Segmenter
+    from .postprocess import card_default
 
     if not cases:
         raise ValueError("calibration needs at least one labelled validation case")
@@ -281,6 +287,8 @@ def fit_calibration(loaded, cases: Sequence[LabelledCase], *, fitted_on: str, ba
     soft_gap_scales(Segmenter(dataclasses.replace(loaded, card=tempered), device=device), data, cases)
     intervals = interval_report(data, labels, level)
     variant = choose_variant(intervals, level)
+    steps = card_default(loaded.card).to_dict()
     return {"temperature": temp, "volume_interval": intervals, "chosen_interval": variant,
             "device": str(segmenter.device), "seconds": round(time.perf_counter() - t, 1),
-            "card_calibration": card_calibration(temp, intervals, variant, level, band_mm, fitted_on)}
+            "postprocessing": {**steps, "source": "card"},
+            "card_calibration": card_calibration(temp, intervals, variant, level, band_mm, fitted_on, steps)}

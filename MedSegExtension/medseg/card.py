@@ -47,6 +47,8 @@ MAX_ENSEMBLE = 16  # weight sets in one checkpoint (nnU-Net: 5 folds)
 WINDOW_LAYOUTS = ("medseg", "nnunet")  # see medseg.sliding_window.WindowOptions.layout
 PER_AXIS_ARGS = ("kernel_sizes", "strides")  # architecture_args that are lists of per-axis lists (nnU-Net's)
 INFERENCE_KEYS = ("windows", "transpose", "crop_nonzero", "mask_normalization", "mirror_axes")
+POSTPROCESS_KEYS = ("largest_component", "fill_holes", "min_island_ml")  # medseg.postprocess.PostprocessOptions
+MAX_ISLAND_ML = 100.0  # postprocess.min_island_ml in mL: the panel's range (MedSegParameterNode.minIslandMl)
 # Known architecture arguments: (low, high, integer, low excluded). Other arguments are checked generically.
 ARGUMENT_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "spatial_dims": (2, 3, True, False),
@@ -343,6 +345,11 @@ class ModelCard:
             non-zero voxels of all channels, background outside, as nnU-Net), ``mask_normalization`` (per
             channel: z-score statistics from the non-zero region only, zero outside), ``mirror_axes`` (network
             array axes that test-time augmentation flips; default all).
+        postprocess: optional; the post-processing a run gets when its caller does not choose one
+            (``SegmentOptions.postprocess`` None, ``medseg segment`` without ``--postprocess``, and the panel's and
+            page's checkboxes when the model is picked): some of ``largest_component`` and ``fill_holes`` (true or
+            false) and ``min_island_ml`` (mL, 0 to :data:`MAX_ISLAND_ML`), the fields of
+            :class:`medseg.postprocess.PostprocessOptions`; stored with all three. None: no post-processing.
         metrics: validation metrics (for example ``{"dice": {"anterior": 0.88}}``).
     """
 
@@ -361,6 +368,7 @@ class ModelCard:
     calibration: dict[str, Any] | None = None
     ensemble: tuple[str, ...] | None = None
     inference: dict[str, Any] | None = None
+    postprocess: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     engine_version: str = __version__
@@ -444,6 +452,8 @@ class ModelCard:
             _check_ensemble(ensemble, errors)
         if d.get("inference") is not None:
             _check_inference(d["inference"], d, errors)
+        if d.get("postprocess") is not None:
+            _check_postprocess(d["postprocess"], errors)
         errors.raise_if_any(source)
         card = cls(
             name=d["name"], summary=d["summary"], architecture=d["architecture"], architecture_args=dict(args),
@@ -452,6 +462,7 @@ class ModelCard:
             slice_axis=d.get("slice_axis", 0), orientation=d.get("orientation"), metrics=dict(d.get("metrics", {})),
             input_domain=d.get("input_domain"), calibration=d.get("calibration"),
             ensemble=tuple(ensemble) if ensemble is not None else None, inference=d.get("inference"),
+            postprocess=_postprocess_dict(d.get("postprocess")),
             description=d.get("description", ""), engine_version=d.get("engine_version", "unknown"),
             format_version=fv,
         )
@@ -519,6 +530,28 @@ def _check_inference(inf: Any, d: dict[str, Any], errors: _Errors) -> None:
     if axes is not None and not (isinstance(axes, list | tuple) and len(set(axes)) == len(axes) and all(
             type(a) is int and 0 <= a < dims for a in axes)):
         errors.add("inference.mirror_axes", f"expected distinct axes 0-{dims - 1}, got {_show(axes)}")
+
+
+def _check_postprocess(pp: Any, errors: _Errors) -> None:
+    """The optional ``postprocess`` block: some of POSTPROCESS_KEYS, flags true/false, an island size in mL."""
+    if not _typed(errors, "postprocess", pp, dict, f"an object with some of {POSTPROCESS_KEYS}"):
+        return
+    for key in pp:
+        if key not in POSTPROCESS_KEYS:
+            errors.add(f"postprocess.{key}", f"unknown key; this engine knows {POSTPROCESS_KEYS}; update MedSeg")
+    for key in ("largest_component", "fill_holes"):
+        if key in pp and not isinstance(pp[key], bool):
+            errors.add(f"postprocess.{key}", f"expected true or false, got {_show(pp[key])}")
+    if "min_island_ml" in pp:
+        _number(errors, "postprocess.min_island_ml", pp["min_island_ml"], (0.0, MAX_ISLAND_ML))
+
+
+def _postprocess_dict(pp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A checked ``postprocess`` block with all three fields (absent ones off)."""
+    if pp is None:
+        return None
+    return {"largest_component": pp.get("largest_component", False), "fill_holes": pp.get("fill_holes", False),
+            "min_island_ml": float(pp.get("min_island_ml", 0.0))}
 
 
 def _check_texts(d: dict[str, Any], errors: _Errors) -> None:

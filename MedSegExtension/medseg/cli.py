@@ -20,6 +20,7 @@ from .cli_send import add_send_parser
 from .cli_serve import add_serve_parser
 from .models import ARCHITECTURES
 from .outputs import OutputError
+from .postprocess import card_default
 from .text import printable
 from .train.cli import add_train_parser
 from .train.finetune import add_finetune_parser
@@ -67,6 +68,8 @@ def _describe(card: ModelCard, params: int) -> str:
              f"orientation: {card.orientation or 'not recorded (volumes fed as stored)'}",
              f"  training: {json.dumps(card.training)}", f"  metrics: {json.dumps(card.metrics)}",
              f"  calibration: {json.dumps(card.calibration) if card.calibration else 'none'}",
+             f"  post-processing by default: {card_default(card).describe()} (medseg segment --postprocess "
+             f"overrides it)",
              *([f"  ensemble: mean logits of {', '.join(card.ensemble)}"] if card.ensemble else []),
              *([f"  runs as: {json.dumps(card.inference)}"] if card.inference else []),
              f"  engine version {card.engine_version}, card format {card.format_version}"]

@@ -16,6 +16,7 @@ from .inference import Segmenter, SegmentOptions
 from .io import READ_EXTENSIONS, read_channels, read_image, write_json
 from .metrics import DEFAULT_NSD_TOLERANCE_MM, score_label
 from .outputs import OutputSet
+from .postprocess import card_default
 
 __all__ = ["add_evaluate_parser", "cmd_evaluate"]
 
@@ -159,10 +160,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace, outputs: OutputSet) -> None:
     cases = _cases(args)
+    chosen = postprocess_options(args)
     segmenter = Segmenter(args.model, device=args.device)
+    used = chosen if chosen is not None else card_default(segmenter.card)
     options = SegmentOptions(overlap=args.overlap, tta=args.tta, precision=args.precision, measure=False,
-                             prune_level=args.prune_level, accurate=args.accurate,
-                             postprocess=postprocess_options(args))
+                             prune_level=args.prune_level, accurate=args.accurate, postprocess=used)
     foreground = segmenter.card.foreground_labels
     per_case = []
     for n, (cid, images, label_path) in enumerate(cases, 1):
@@ -179,9 +181,11 @@ def _evaluate(args: argparse.Namespace, outputs: OutputSet) -> None:
         print(f"[{n}/{len(cases)}] {cid}: dice {dice}", file=sys.stderr)
     summary = _summary(per_case, [label.name for label in foreground], args.nsd_tolerance_mm)
     _print_summary(summary)
+    print(f"post-processing: {used.describe()}" + (" (the model card's default)" if chosen is None else ""))
     if args.json:
         run = {"tta": args.tta, "overlap": args.overlap, "precision": args.precision, "prune_level": args.prune_level,
-               "accurate": args.accurate, "postprocess": args.postprocess, "min_island_ml": args.min_island_ml,
+               "accurate": args.accurate,
+               "postprocessing": {**used.to_dict(), "source": "card" if chosen is None else "options"},
                "nsd_tolerance_mm": args.nsd_tolerance_mm}
         write_json(args.json, {"model": str(segmenter.path), "options": run, **summary}, outputs=outputs)
     if args.csv:

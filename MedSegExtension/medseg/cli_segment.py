@@ -26,7 +26,7 @@ from .text import printable
 
 __all__ = ["add_segment_parser", "cmd_segment"]
 
-_POSTPROCESS = ("largest", "fill-holes")
+_POSTPROCESS = ("largest", "fill-holes", "none")
 
 
 def add_segment_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,15 +73,26 @@ def add_segment_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_postprocess_arguments(p: argparse.ArgumentParser) -> None:
     """``--postprocess`` and ``--min-island-ml`` (segment and evaluate)."""
-    p.add_argument("--postprocess", nargs="*", default=[], choices=_POSTPROCESS,
-                   help="largest: keep the largest connected component per label; fill-holes: fill cavities")
-    p.add_argument("--min-island-ml", type=float, default=0.0, help="drop islands smaller than this (mL)")
+    p.add_argument("--postprocess", nargs="+", choices=_POSTPROCESS,
+                   help="largest: keep the largest connected component per label; fill-holes: fill cavities; "
+                        "none: no post-processing. Without this flag and --min-island-ml the model card's default "
+                        "applies (medseg info MODEL shows it); with either, exactly what they say")
+    p.add_argument("--min-island-ml", type=float, help="drop islands smaller than this (mL)")
 
 
-def postprocess_options(args: argparse.Namespace) -> PostprocessOptions:
-    """The :class:`PostprocessOptions` of parsed :func:`add_postprocess_arguments` flags."""
-    return PostprocessOptions(largest_component="largest" in args.postprocess,
-                              fill_holes="fill-holes" in args.postprocess, min_island_ml=args.min_island_ml)
+def postprocess_options(args: argparse.Namespace) -> PostprocessOptions | None:
+    """The :class:`PostprocessOptions` of parsed :func:`add_postprocess_arguments` flags; None when neither flag
+    was given (the model card's default applies)."""
+    steps, island = args.postprocess, args.min_island_ml
+    if steps is None and island is None:
+        return None
+    steps = steps or []
+    if "none" in steps and (len(steps) > 1 or island):
+        given = f"--postprocess {' '.join(steps)}" + (f" --min-island-ml {island:g}" if island else "")
+        raise ValueError(f"{given}: 'none' turns post-processing off; give it alone, or only the steps to run "
+                         f"({', '.join(_POSTPROCESS[:-1])}, --min-island-ml)")
+    return PostprocessOptions(largest_component="largest" in steps, fill_holes="fill-holes" in steps,
+                              min_island_ml=0.0 if island is None else island)
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:
@@ -306,7 +317,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     for m in result.measurements:
         print(f"  {printable(m.name):<28} {m.volume_ml:10.3f} mL  ({m.voxel_count} voxels){_interval_text(m)}")
+    card_steps = postprocess_steps(result.postprocessing)
+    if result.postprocessing.get("source") == "card" and card_steps.active:
+        print(f"  post-processing: {card_steps.describe()} (the model card's default; --postprocess none: off)")
     return 0
+
+
+def postprocess_steps(record: dict) -> PostprocessOptions:
+    """The steps of a result's ``postprocessing`` record (``SegmentationResult.postprocessing``)."""
+    return PostprocessOptions.from_dict({k: record[k] for k in ("largest_component", "fill_holes", "min_island_ml")})
 
 
 def _interval_text(m) -> str:

@@ -35,7 +35,7 @@ from .geometry import Geometry
 from .io import check_not_constant, check_volume
 from .measure import LabelMeasurement, measure_labels
 from .orientation import Reorientation, orientation_code, reorientation
-from .postprocess import PostprocessOptions, postprocess
+from .postprocess import PostprocessOptions, card_default, postprocess
 from .preprocess import crop_nonzero, crop_roi, normalize, paste_roi, resample, target_shape
 from .review import Review, ReviewOptions, review_result
 from .sliding_window import CancelToken, ModelOutputError, Progress, StitchOutputs, WindowOptions, sliding_window
@@ -64,7 +64,9 @@ class SegmentOptions:
         activation_layer: module name for Grad-CAM (None: ``explain.default_cam_layer``).
         roi: (i0, i1, j0, j1, k0, k1) half-open index box in the input's own index space (cropped before the
             reorientation to the card's orientation); results are pasted back into the full grid.
-        postprocess: connected-component clean-up per label.
+        postprocess: connected-component clean-up per label; None (the default): the model card's default
+            (``ModelCard.postprocess``; none for a card without one). ``PostprocessOptions()`` turns it off.
+            ``SegmentationResult.postprocessing["source"]`` says which applied: ``"card"`` or ``"options"``.
         measure: compute per-label measurements.
         prune_level, accurate: UNet++ only; level 1-4 and head averaging.
         sigma_scale, border_margin: window blending and mirrored border (see ``sliding_window``).
@@ -85,7 +87,7 @@ class SegmentOptions:
     activation_classes: tuple[str | int, ...] = ()
     activation_layer: str | None = None
     roi: tuple[int, int, int, int, int, int] | None = None
-    postprocess: PostprocessOptions = field(default_factory=PostprocessOptions)
+    postprocess: PostprocessOptions | None = None
     measure: bool = True
     prune_level: int | None = None
     accurate: bool = False
@@ -108,7 +110,7 @@ class SegmentationResult:
     tta_variance: np.ndarray | None = None  # (Z, Y, X): variance over flips of the chosen class's probability
     activations: dict[str, np.ndarray] = field(default_factory=dict)  # label name -> Grad-CAM in [0, 1]
     measurements: list[LabelMeasurement] = field(default_factory=list)
-    postprocessing: dict[str, Any] = field(default_factory=dict)
+    postprocessing: dict[str, Any] = field(default_factory=dict)  # medseg.postprocess's record + "source"
     info: dict[str, Any] = field(default_factory=dict)  # device, precision, windows, seconds, options
     warnings: list[str] = field(default_factory=list)  # input unlike the training data (medseg.domain), for the user
     review: Review | None = None  # regions to check and segment confidence (SegmentOptions.review)
@@ -469,7 +471,9 @@ class Segmenter:
         res.entropy = None if result["entropy"] is None else paste_roi(result["entropy"], shape, box)
         res.tta_variance = None if result["variance"] is None else paste_roi(result["variance"], shape, box)
         ids = [label.id for label in self.card.foreground_labels]
-        res.labels, res.postprocessing = postprocess(res.labels, res.geometry, options.postprocess, ids)
+        chosen = options.postprocess if options.postprocess is not None else card_default(self.card)
+        res.labels, record = postprocess(res.labels, res.geometry, chosen, ids)
+        res.postprocessing = {**record, "source": "card" if options.postprocess is None else "options"}
         seconds["postprocess"] = time.perf_counter() - t
         for label in run.cam_labels:
             if cancel is not None:

@@ -18,6 +18,9 @@ Each foreground label is processed on its own mask, inside its bounding box:
 The result record (``PostprocessOptions.to_dict()`` plus ``removed_voxels`` and ``filled_voxels`` per
 processed label id) is what an inference result stores; per label, new count = old - removed + filled (a
 voxel removed as an island and then filled as part of a hole counts in both).
+
+A model card may carry a default (``ModelCard.postprocess``, :func:`card_default`): what a run gets when its
+caller does not choose (``SegmentOptions.postprocess`` None).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,7 +36,10 @@ import SimpleITK as sitk
 from .geometry import Geometry
 from .measure import label_bounding_boxes
 
-__all__ = ["PostprocessOptions", "postprocess"]
+if TYPE_CHECKING:
+    from .card import ModelCard
+
+__all__ = ["PostprocessOptions", "card_default", "postprocess"]
 
 Box = tuple[slice, slice, slice]
 
@@ -82,6 +89,16 @@ class PostprocessOptions:
     def to_dict(self) -> dict:
         return {"largest_component": self.largest_component, "fill_holes": self.fill_holes,
                 "min_island_ml": self.min_island_ml}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> PostprocessOptions:
+        """The options of a :meth:`to_dict` record (a card's checked ``postprocess``); None: all off."""
+        return cls(**d) if d else cls()
+
+
+def card_default(card: ModelCard) -> PostprocessOptions:
+    """The post-processing `card` asks for when the caller does not choose (all off for a card without one)."""
+    return PostprocessOptions.from_dict(card.postprocess)
 
 
 def postprocess(

@@ -132,9 +132,12 @@ def test_evaluate_writes_the_documented_json(tmp_path, samples, capsys):
     csv = (tmp_path / "eval.csv").read_text().splitlines()
     assert len(csv) == 1 + 2 * 2 and "nsd" in csv[0].split(",") and "nsd_tolerance_mm" in csv[0].split(",")
     assert isinstance(data["mean_dice"], float)
-    assert data["options"]["postprocess"] == [] and data["options"]["tta"] is False
+    assert data["options"]["postprocessing"] == {"largest_component": False, "fill_holes": False,
+                                                 "min_island_ml": 0.0, "source": "card"}  # a card without a default
+    assert data["options"]["tta"] is False
     # the clean-up a user can ask of `segment` is scored as such: one component per label at most
     assert main(["evaluate", "--model", str(ckpt), "--images", str(images), "--labels", str(labels), "--json",
                  str(out), "--device", "cpu", "--postprocess", "largest"]) == 0
     cleaned = json.loads(out.read_text())
-    assert cleaned["options"]["postprocess"] == ["largest"]
+    assert cleaned["options"]["postprocessing"] == {"largest_component": True, "fill_holes": False,
+                                                    "min_island_ml": 0.0, "source": "options"}

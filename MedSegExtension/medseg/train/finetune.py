@@ -362,7 +362,8 @@ def _lineage(config: FinetuneConfig, parent: Path, card: ModelCard, used: list[s
         "settings": {"steps": config.steps, "lr": config.lr, "batch": config.batch, "optimizer": "adam",
                      "schedule": "constant", "loss": _loss_name(card), "holdout": config.holdout, "seed": config.seed,
                      "augmentation": dataclasses.asdict(config.augment), "forced": config.force},
-        "scores": scores, "final_loss": losses[-1], "wall_time_s": round(seconds, 1),
+        "scores": scores, "scores_postprocessing": "none (the network's arg-max, as training validation)",
+        "final_loss": losses[-1], "wall_time_s": round(seconds, 1),
         "trainer": f"medseg finetune {__version__}",
         "calibration": calibration,
     }
