@@ -27,7 +27,7 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 from medseg.outputs import safe_slug
 from MedSegLib.headless import register_converter_rules
-from MedSegLib.panel import Device, overlay_label, review_item_text
+from MedSegLib.panel import Device, overlay_label, postprocess_defaults, review_item_text
 from MedSegLib.tables import COLUMNS
 
 from .security import ServeOptions
@@ -94,14 +94,16 @@ class MedSegWebApp(TrameApp):
         s.model_items = [{"title": c.text, "value": k} for k, c in choices.items()]
         s.model_name = next(iter(choices), "")
         s.card_text = self.session.card_text(s.model_name)
+        s.activation_items = self.session.activation_items(s.model_name)
+        s.activation_class = ""
+        s.model_path = ""
         s.device = "auto"
         s.device_items = [{"title": Device.label(d), "value": d.value} for d in Device]
         s.device_line = self.session.device_line()
         s.tta = False
         s.uncertainty = True
         s.probabilities = True
-        s.largest_component = False
-        s.fill_holes = False
+        s.update(self._postprocess_state(s.model_name))
         s.volume_loaded = False
         s.data_root_enabled = self.options.data_root is not None
         s.server_path = ""
@@ -116,6 +118,11 @@ class MedSegWebApp(TrameApp):
         s.opacity = 0.5
         s.effect = "none"
         s.brush_mm = 5.0
+        s.scissors_fill = "erase_inside"
+        s.islands_mode = "keep_largest"
+        s.island_min_voxels = 1000
+        s.smoothing_mode = "median"
+        s.smoothing_mm = 3.0
         s.segment_items = []
         s.segment_id = ""
         s.table_rows = []
@@ -193,11 +200,43 @@ class MedSegWebApp(TrameApp):
             return
         self._after_open()
 
+    def upload_model(self, name: str, size: int, files: list[dict] | None = None) -> None:
+        """The model file input's trigger: the checkpoint joins the picker and is selected, or the page says why not
+        (nothing else changes)."""
+        from trame.app.file_upload import ClientFile
+
+        self.state.busy = False
+        try:
+            content = ClientFile(files[0]).content if files else b""
+            if isinstance(content, list):
+                content = b"".join(content)
+            key = self.session.add_model_upload(name, bytes(content), self.state.device)
+        except Exception as exc:
+            self._say(f"Model not added: {exc}", error=True)
+            return
+        self._select_model(key)
+
+    def add_model_path(self) -> None:
+        s = self.state
+        try:
+            key = self.session.add_model_path(s.model_path, s.device)
+        except Exception as exc:
+            self._say(f"Model not added: {exc}", error=True)
+            return
+        self._select_model(key)
+
+    def _select_model(self, key: str) -> None:
+        s = self.state
+        s.model_items = [{"title": c.text, "value": k} for k, c in self.session.choices.items()]
+        s.model_name = key
+        self._say(f"Added model {self.session.choices[key].text}. Click Segment to run it.")
+
     def segment(self) -> None:
         s = self.state
         values = {"modelName": s.model_name, "device": s.device, "tta": s.tta, "uncertainty": s.uncertainty,
                   "probabilities": s.probabilities, "largestComponent": s.largest_component,
-                  "fillHoles": s.fill_holes, "overlayOpacity": s.opacity}
+                  "fillHoles": s.fill_holes, "minIslandMl": s.min_island_ml or 0, "overlayOpacity": s.opacity,
+                  "activationClass": s.activation_class}
         if self._guarded("MedSeg cannot segment", self.session.start, values):
             s.running = True
             s.progress = 0
@@ -229,6 +268,16 @@ class MedSegWebApp(TrameApp):
                          self.state.guided_threshold):
             self._on_edit()
 
+    def islands(self) -> None:
+        s = self.state
+        if self._guarded("Islands", self.session.islands, s.segment_id, s.islands_mode, s.island_min_voxels):
+            self._on_edit()
+
+    def smooth(self) -> None:
+        s = self.state
+        if self._guarded("Smoothing", self.session.smooth, s.segment_id, s.smoothing_mode, s.smoothing_mm):
+            self._on_edit()
+
     def export(self):
         try:
             content = self.session.export_zip()
@@ -239,7 +288,20 @@ class MedSegWebApp(TrameApp):
 
     @change("model_name")
     def _on_model(self, model_name, **_):
-        self.state.card_text = self.session.card_text(model_name)
+        s = self.state
+        s.card_text = self.session.card_text(model_name)
+        s.update(self._postprocess_state(model_name))
+        s.activation_items = self.session.activation_items(model_name)
+        if s.activation_class not in [item["value"] for item in s.activation_items]:
+            s.activation_class = ""
+
+    def _postprocess_state(self, model_name: str) -> dict:
+        """The post-processing controls for a model just picked: its card's default (the panel's
+        ``postprocess_defaults``, as the Slicer module's checkboxes)."""
+        choice = self.session.choices.get(model_name)
+        fields = postprocess_defaults(choice.card if choice is not None else None)
+        return {"largest_component": fields["largestComponent"], "fill_holes": fields["fillHoles"],
+                "min_island_ml": fields["minIslandMl"]}
 
     @change("overlay")
     def _on_overlay(self, overlay, **_):
@@ -250,9 +312,9 @@ class MedSegWebApp(TrameApp):
     def _on_opacity(self, opacity, **_):
         self._guarded("Opacity", self.session.set_opacity, opacity)
 
-    @change("effect", "brush_mm")
-    def _on_effect(self, effect, brush_mm, **_):
-        self._guarded("Edit", self.session.set_effect, effect, brush_mm)
+    @change("effect", "brush_mm", "scissors_fill")
+    def _on_effect(self, effect, brush_mm, scissors_fill, **_):
+        self._guarded("Edit", self.session.set_effect, effect, brush_mm, scissors_fill)
 
     @change("segment_id")
     def _on_segment(self, segment_id, **_):
@@ -317,6 +379,8 @@ class MedSegWebApp(TrameApp):
         limit = self.options.max_upload_bytes
         upload_js = _UPLOAD_JS.format(limit=limit, limit_mb=f"{self.options.max_upload_mb:g}",
                                       trigger=self.server.trigger_name(self.upload))
+        model_js = _UPLOAD_JS.format(limit=limit, limit_mb=f"{self.options.max_upload_mb:g}",
+                                     trigger=self.server.trigger_name(self.upload_model))
         with SinglePageWithDrawerLayout(self.server, full_height=True) as layout:
             layout.title.set_text("MedSeg")
             layout.drawer.width = 430
@@ -327,7 +391,7 @@ class MedSegWebApp(TrameApp):
                          style="max-width: 70vw; white-space: normal;")
             with layout.drawer, html.Div(classes="pa-3"):
                 self._open_ui(upload_js)
-                self._model_ui()
+                self._model_ui(model_js)
                 self._run_ui()
                 self._result_ui()
             with layout.content, html.Div(classes="d-flex flex-column", style="height: calc(100vh - 64px);"):
@@ -366,12 +430,22 @@ class MedSegWebApp(TrameApp):
                           hide_details=True, id="path-input")
             v3.VBtn("Open", id="open-path", click=self.open_server_path, disabled=("running",), classes="ml-2")
 
-    def _model_ui(self) -> None:
+    def _model_ui(self, upload_js: str) -> None:
         html.Div("2. Model", classes="text-subtitle-2 mt-4")
         v3.VSelect(v_model=("model_name",), items=("model_items",), density="compact", hide_details=True,
                    id="model-select")
         html.Pre("{{ card_text }}", id="card-text", classes="text-caption",
                  style="white-space: pre-wrap; font-family: inherit;")
+        with html.Div(classes="text-caption"):
+            html.Span("Add a checkpoint (.safetensors with a MedSeg card): ")
+            html.Input(type="file", id="model-upload-input", change=upload_js, disabled=("running || busy",),
+                       accept=".safetensors,.pt,.pth")
+        with html.Div(v_if="data_root_enabled", classes="d-flex align-center mt-1"):
+            v3.VTextField(v_model=("model_path",), label="Checkpoint in the data root", density="compact",
+                          hide_details=True, id="model-path-input")
+            v3.VBtn("Add", id="add-model", click=self.add_model_path, disabled=("running",), classes="ml-2")
+        v3.VSelect(v_model=("activation_class",), items=("activation_items",), label="Grad-CAM class",
+                   density="compact", hide_details=True, id="activation-select", classes="mt-2")
         v3.VSelect(v_model=("device",), items=("device_items",), label="Device", density="compact",
                    hide_details=True, id="device-select")
         html.Div("{{ device_line }}", classes="text-caption")
@@ -380,6 +454,8 @@ class MedSegWebApp(TrameApp):
                               ("probabilities", "Keep probabilities"), ("largest_component", "Largest component"),
                               ("fill_holes", "Fill holes")):
                 v3.VCheckbox(v_model=(key,), label=text, density="compact", hide_details=True, id=f"opt-{key}")
+        v3.VTextField(v_model=("min_island_ml",), label="Drop islands smaller than (mL)", type="number", min=0,
+                      density="compact", hide_details=True, id="opt-min_island_ml")
 
     def _run_ui(self) -> None:
         html.Div("3. Segment", classes="text-subtitle-2 mt-2")
@@ -391,6 +467,31 @@ class MedSegWebApp(TrameApp):
                            color=("running ? 'primary' : 'success'",))
         html.Div("{{ progress }}", id="progress-value", style="display: none;")
 
+    def _effect_options_ui(self) -> None:
+        """Scissors' fill mode (the lasso is drawn on the axial view), the options of Islands and Smoothing and their
+        Apply buttons (each on the segment picked above)."""
+        v3.VSelect(v_if="effect === 'scissors'", v_model=("scissors_fill",), density="compact", hide_details=True,
+                   id="scissors-fill", label="Scissors: draw on the axial view (cuts every slice)", items=(
+                       "scissors_items", [{"title": t, "value": v} for v, t in (
+                           ("erase_inside", "Erase inside"), ("erase_outside", "Erase outside"),
+                           ("fill_inside", "Fill inside"), ("fill_outside", "Fill outside"))]))
+        with html.Div(v_if="effect === 'islands'", classes="d-flex align-center"):
+            v3.VSelect(v_model=("islands_mode",), density="compact", hide_details=True, id="islands-mode",
+                       items=("islands_items", [{"title": "Keep largest island", "value": "keep_largest"},
+                                                {"title": "Remove small islands", "value": "remove_small"}]))
+            v3.VTextField(v_if="islands_mode === 'remove_small'", v_model=("island_min_voxels",),
+                          type="number", label="Min voxels", density="compact", hide_details=True,
+                          classes="ml-2", style="max-width: 110px;", id="island-min-voxels")
+            v3.VBtn("Apply", id="islands-apply", click=self.islands, density="compact", classes="ml-2")
+        with html.Div(v_if="effect === 'smoothing'", classes="d-flex align-center"):
+            v3.VSelect(v_model=("smoothing_mode",), density="compact", hide_details=True, id="smoothing-mode",
+                       items=("smoothing_items", [{"title": t, "value": t.lower()} for t in (
+                           "Median", "Opening", "Closing", "Gaussian")]))
+            v3.VTextField(v_model=("smoothing_mm",), type="number", density="compact", hide_details=True,
+                          label=("smoothing_mode === 'gaussian' ? 'Sigma (mm)' : 'Kernel (mm)'",), classes="ml-2",
+                          style="max-width: 130px;", id="smoothing-mm")
+            v3.VBtn("Apply", id="smoothing-apply", click=self.smooth, density="compact", classes="ml-2")
+
     def _result_ui(self) -> None:
         with html.Div(v_if="has_result"):
             html.Div("4. Overlays", classes="text-subtitle-2 mt-4")
@@ -401,14 +502,16 @@ class MedSegWebApp(TrameApp):
             html.Div("5. Correct (the table below is measured again after each edit)", classes="text-subtitle-2 mt-2")
             v3.VSelect(v_model=("segment_id",), items=("segment_items",), density="compact", hide_details=True,
                        id="segment-select")
-            with v3.VBtnToggle(v_model=("effect",), mandatory=True, density="compact", classes="mt-2"):
-                v3.VBtn("View", value="none", id="effect-none")
-                v3.VBtn("Paint", value="paint", id="effect-paint")
-                v3.VBtn("Erase", value="erase", id="effect-erase")
-            v3.VBtn("Undo", id="undo-button", click=self.undo, classes="ml-2 mt-2", density="compact")
+            with v3.VBtnToggle(v_model=("effect",), mandatory=True, density="compact", classes="mt-2 flex-wrap",
+                               style="height: auto;"):
+                for value, text in (("none", "View"), ("paint", "Paint"), ("erase", "Erase"),
+                                    ("scissors", "Scissors"), ("islands", "Islands"), ("smoothing", "Smoothing")):
+                    v3.VBtn(text, value=value, id=f"effect-{value}")
+            v3.VBtn("Undo", id="undo-button", click=self.undo, classes="mt-2", density="compact")
             v3.VBtn("Redo", id="redo-button", click=self.redo, classes="ml-1 mt-2", density="compact")
             v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="Brush (mm)", hide_details=True,
-                       density="compact")
+                       density="compact", v_if="['paint', 'erase', 'smoothing'].includes(effect)")
+            self._effect_options_ui()
             with html.Div(v_if="has_probabilities", classes="d-flex align-center mt-1"):
                 v3.VSlider(v_model=("guided_threshold",), min=0.05, max=0.95, step=0.05, hide_details=True,
                            density="compact", label="Probability >=", thumb_label=True, id="guided-threshold")

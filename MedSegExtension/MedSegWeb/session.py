@@ -31,7 +31,10 @@ from .security import ServeOptions, check_upload, resolve_in_root
 __all__ = ["Status", "WebSession"]
 
 RESULT_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLVolumeNode")
-EFFECTS = ("none", "paint", "erase")
+EFFECTS = ("none", "paint", "erase", "scissors", "islands", "smoothing")
+SCISSORS_FILLS = ("erase_inside", "erase_outside", "fill_inside", "fill_outside")
+ISLAND_MODES = ("keep_largest", "remove_small")
+SMOOTHING_MODES = ("median", "opening", "closing", "gaussian")
 
 
 @dataclass
@@ -45,6 +48,31 @@ class Status:
     finished: bool = False
     applied: bool = False  # the run's result went into the scene
     warnings: list[str] = field(default_factory=list)
+
+
+def _effect_types() -> dict[str, type]:
+    """The page's effect names -> trame-slicer's segment editor effect classes."""
+    from trame_slicer.segmentation import (
+        SegmentationEffectErase,
+        SegmentationEffectIslands,
+        SegmentationEffectPaint,
+        SegmentationEffectScissors,
+        SegmentationEffectSmoothing,
+    )
+
+    return {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase, "scissors": SegmentationEffectScissors,
+            "islands": SegmentationEffectIslands, "smoothing": SegmentationEffectSmoothing}
+
+
+def _number(value: Any, what: str) -> float:
+    """A number typed in the page (a text field gives a string), or ValueError naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: {value!r} is not a number; type a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{what}: {value!r} is not a finite number; type a number")
+    return number
 
 
 class WebSession:
@@ -91,6 +119,55 @@ class WebSession:
     def card_text(self, key: str) -> str:
         choice = self.choices.get(key)
         return panel.describe_card(choice.card) if choice is not None else ""
+
+    def activation_items(self, key: str) -> list[dict]:
+        """The Grad-CAM class picker for model `key` (the panel's ``activation_choices``): "none", then each
+        foreground label; the value is what the run's ``activationClass`` gets."""
+        choice = self.choices.get(key)
+        labels = panel.activation_choices(choice.card if choice is not None else None)
+        return [{"title": "none", "value": ""}] + [{"title": text, "value": name} for text, name, _tip in labels]
+
+    def add_model_path(self, relative: str, device: str = "auto") -> str:
+        """Add a checkpoint file of the data root to the model picker (see :meth:`add_model_upload`)."""
+        path = resolve_in_root(self.options.data_root, relative)
+        return self._add_model(path, Path(relative).name, device)
+
+    def add_model_upload(self, name: str, content: bytes, device: str = "auto") -> str:
+        """Add an uploaded checkpoint (a file ``medseg segment --model PATH`` takes: safetensors with a MedSeg
+        card) to the model picker, kept in this session's temporary folder; the upload size limit applies.
+
+        Returns:
+            the new picker entry's key. Raises ValueError naming the file and the fix when it cannot be loaded; the
+            picker and the scene are then unchanged and the file is deleted.
+        """
+        base = check_upload(name, len(content), self.options.max_upload_bytes)
+        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self._uploads))
+        path = folder / base
+        path.write_bytes(content)
+        try:
+            return self._add_model(path, base, device)
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _add_model(self, path: Path, shown: str, device: str) -> str:
+        """Load `path` with the bridge's model cache (card validated, weights checked against it, network built on
+        `device`, so the first Segment reuses it), then add it to the picker; `shown` names it in messages."""
+        from medseg.checkpoint import read_card
+
+        key = str(path)
+        try:
+            self.cache.get(key, device)
+            choices, problems = panel.model_choices([], [key], read_card)
+        except (OSError, ValueError, RuntimeError) as exc:
+            problems, choices = [str(exc)], []
+        if not choices:
+            reason = (problems[0] if problems else "unreadable").replace(f"{key}: ", "", 1)
+            for long_name in {str(path.resolve()), key}:  # the server's folders stay out of the page
+                reason = reason.replace(long_name, shown)
+            raise ValueError(f"{shown} cannot be used as a model; the model list is unchanged: {reason}")
+        self.choices[key] = choices[0]
+        return key
 
     @staticmethod
     def device_line() -> str:
@@ -237,9 +314,14 @@ class WebSession:
         jump_to(self.scene, self.review_regions[index].centroid_ras)
 
     # -- correction --------------------------------------------------------------------------------------------------
-    def set_effect(self, name: str, brush_mm: float | None = None) -> None:
-        """Paint, erase or none (trame-slicer's segment editor effects, with undo)."""
-        from trame_slicer.segmentation import SegmentationEffectErase, SegmentationEffectPaint
+    def set_effect(self, name: str, brush_mm: float | None = None, scissors_fill: str = "erase_inside") -> None:
+        """The segment editor's effect for the views: trame-slicer's Paint, Erase, Scissors (a lasso drawn on the
+        slice view cuts the segment through every slice; `scissors_fill` one of ``SCISSORS_FILLS``), Islands (nothing
+        to draw: Apply) and Smoothing (a brush, or Apply to the whole segment), each edit a step of its undo stack;
+        "none": view only.
+        """
+        from trame_slicer.segmentation import ScissorsEffectFillMode
+        from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
 
         editor = self.app.segmentation_editor
         if name == "none" or self.segmentation is None:
@@ -247,11 +329,56 @@ class WebSession:
             return
         if name not in EFFECTS:
             raise ValueError(f"unknown effect {name!r}; use one of {', '.join(EFFECTS)}")
-        effect = editor.set_active_effect_type(SegmentationEffectPaint if name == "paint" else SegmentationEffectErase)
-        if effect is not None and brush_mm:
-            from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
-
+        if name == "scissors" and scissors_fill not in SCISSORS_FILLS:
+            raise ValueError(f"unknown scissors mode {scissors_fill!r}; use one of {', '.join(SCISSORS_FILLS)}")
+        effect = editor.set_active_effect_type(_effect_types()[name])
+        if effect is None:
+            return
+        if brush_mm and hasattr(effect, "set_brush_diameter"):
             effect.set_brush_diameter(float(brush_mm), BrushDiameterMode.Absolute)
+        if name == "scissors":
+            effect.set_fill_mode(ScissorsEffectFillMode[scissors_fill.upper()])
+
+    def _effect_on(self, name: str, segment_id: str):
+        """`name`'s effect made active on `segment_id` (for the effects applied by a button)."""
+        if self.segmentation is None:
+            raise ValueError("no segmentation to edit; click Segment first")
+        if self.task is not None:
+            raise ValueError("a segmentation is running; edit after it ends")
+        editor = self.app.segmentation_editor
+        if segment_id not in editor.get_segment_ids():
+            raise ValueError(f"no segment {segment_id!r} in the result; pick one in the segment list")
+        editor.set_active_segment_id(segment_id)
+        return editor.set_active_effect_type(_effect_types()[name])
+
+    def islands(self, segment_id: str, mode: str = "keep_largest", min_voxels: int = 1000) -> None:
+        """trame-slicer's Islands effect on one segment (face-connected islands, as Slicer's): keep the largest
+        island, or remove the islands smaller than `min_voxels`; one step of the undo stack."""
+        if mode not in ISLAND_MODES:
+            raise ValueError(f"unknown islands mode {mode!r}; use one of {', '.join(ISLAND_MODES)}")
+        min_voxels = _number(min_voxels, "minimum island size (voxels)")
+        if mode == "remove_small" and min_voxels < 1:
+            raise ValueError(f"minimum island size {min_voxels:g} voxels: give at least 1")
+        effect = self._effect_on("islands", segment_id)
+        if mode == "keep_largest":
+            effect.keep_largest_island()
+        else:
+            effect.remove_small_islands(int(min_voxels))
+
+    def smooth(self, segment_id: str, mode: str = "median", size_mm: float = 3.0) -> None:
+        """trame-slicer's Smoothing effect on the whole segment: median, opening or closing with a kernel of
+        `size_mm`, or a Gaussian of standard deviation `size_mm`; one step of the undo stack."""
+        from trame_slicer.segmentation.segmentation_effect_smoothing import SmoothingEffectMode
+
+        if mode not in SMOOTHING_MODES:
+            raise ValueError(f"unknown smoothing method {mode!r}; use one of {', '.join(SMOOTHING_MODES)}")
+        size_mm = _number(size_mm, "smoothing size (mm)")
+        if not size_mm > 0:
+            raise ValueError(f"smoothing size {size_mm:g} mm: give a positive size")
+        effect = self._effect_on("smoothing", segment_id)
+        effect.set_kernel_size(size_mm)
+        effect.set_standard_deviation(size_mm)
+        effect.apply_smoothing(smoothing_mode=SmoothingEffectMode[mode.upper()])
 
     def set_segment(self, segment_id: str) -> None:
         self.app.segmentation_editor.set_active_segment_id(segment_id)

@@ -186,6 +186,66 @@ def test_segment_matches_engine(page, shots, engine_volumes):
     page.screenshot(path=str(shots / "web-segmented.png"))
 
 
+def _voxel_count(page, name: str) -> int:
+    return int(_table(page)[name]["voxel_count"])
+
+
+def _wait_count(page, name: str, changed_from: int) -> int:
+    """The segment's voxel count once the table was measured again after an edit (it differs from `changed_from`)."""
+    page.wait_for_function(
+        "([n, v]) => [...document.querySelectorAll('#volume-table tr')].some(tr => "
+        "tr.querySelector('td.col-name')?.textContent.trim() === n && "
+        "tr.querySelector('td.col-voxel_count').textContent.trim() !== v)", arg=[name, str(changed_from)])
+    return _voxel_count(page, name)
+
+
+def test_islands_smoothing_scissors_and_undo(page):
+    """trame-slicer's Islands, Smoothing and Scissors effects from the page, each measured again and undone."""
+    segment = next(iter(_table(page)))
+    before = _voxel_count(page, segment)
+    page.click("#effect-paint")  # a blob at the volume's left edge: a second island of the first segment
+    _stroke(page, 1, start=0.16)
+    blob = _wait_count(page, segment, before)
+    assert blob > before
+    page.click("#effect-islands")
+    page.click("#islands-apply")  # keep largest (the default)
+    assert _wait_count(page, segment, blob) == before
+    page.click("#undo-button")
+    assert _wait_count(page, segment, before) == blob
+    page.click("#undo-button")
+    assert _wait_count(page, segment, blob) == before
+    page.click("#effect-smoothing")
+    _pick(page, "smoothing-mode", "Opening")
+    page.click("#smoothing-apply")
+    smoothed = _wait_count(page, segment, before)
+    assert smoothed != before
+    page.click("#undo-button")
+    assert _wait_count(page, segment, smoothed) == before
+    _pick(page, "segment-select", "posterior hippocampus")  # the segment under the views' centre
+    page.click("#effect-scissors")  # erase inside a lasso in the segment's middle, through every slice
+    posterior = _voxel_count(page, "posterior hippocampus")
+    _lasso(page, _axial(page).bounding_box(), 0.58, 0.55, 0.05)
+    cut = _wait_count(page, "posterior hippocampus", posterior)
+    assert cut < posterior
+    page.click("#undo-button")
+    assert _wait_count(page, "posterior hippocampus", cut) == posterior
+    _pick(page, "segment-select", segment)
+    page.click("#effect-none")
+
+
+def _lasso(page, box: dict, cx: float, cy: float, r: float) -> None:
+    """A closed square drawn by a drag around (cx, cy) (fractions of the view); `r` is a fraction of its width."""
+    x, y, half = box["x"] + box["width"] * cx, box["y"] + box["height"] * cy, box["width"] * r
+    corners = [(x - half, y - half), (x + half, y - half), (x + half, y + half), (x - half, y + half),
+               (x - half, y - half)]
+    page.mouse.move(corners[0][0] - 5, corners[0][1])
+    page.mouse.move(*corners[0], steps=5)  # hover first, as for a paint stroke
+    page.mouse.down()
+    for corner in corners[1:]:
+        page.mouse.move(*corner, steps=8)
+    page.mouse.up()
+
+
 def test_overlay_switch_changes_the_view(page, shots):
     before = _axial(page).screenshot()
     _pick(page, "overlay-select", "Uncertainty")
@@ -288,6 +348,19 @@ def test_path_outside_the_root_is_refused(page):
         assert "refused" in _wait_message(page, "refused"), path
         page.fill("#path-input", "")
         page.evaluate("document.querySelector('#message').textContent = ''")
+
+
+def test_bad_model_file_gets_a_readable_message(page, tmp_path):
+    """A checkpoint that fails to load: the page names it and the fix; the picker and the result stay as they were."""
+    bad = tmp_path / "notes.safetensors"
+    bad.write_text("this is not a checkpoint")
+    model = page.inner_text(".v-select:has(#model-select)")
+    page.set_input_files("#model-upload-input", str(bad))
+    message = _wait_message(page, "notes.safetensors cannot be used as a model")
+    assert "model list is unchanged" in message and "medseg import" in message and "Traceback" not in message
+    assert "/tmp" not in message  # the server's folders stay out of the page
+    assert page.inner_text(".v-select:has(#model-select)") == model
+    assert page.locator("#volume-table").count() == 1
 
 
 def test_bad_upload_gets_a_readable_message(page, tmp_path):
