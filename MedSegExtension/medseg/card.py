@@ -39,6 +39,7 @@ MAX_FEATURES = 4096  # channels of one level in architecture_args.features
 MAX_ARG_NUMBER = 1e6  # any other number of architecture_args, in absolute value
 MAX_ARG_LIST = 64  # items of a list in architecture_args
 MAX_INTENSITY = 1e9  # normalisation window, mean and std, in absolute value
+UNRELIABLE_DICE = 0.5  # a label validated below this Dice gets a warning with every result (unreliable_labels)
 MAX_NAME_CHARS = 256  # names: the card's, the architecture's, a channel's, a label's
 MAX_TEXT_CHARS = 100_000  # summary, description, training.dataset and .license
 MAX_CARD_CHARS = 10_000_000  # the card's JSON
@@ -389,6 +390,24 @@ class ModelCard:
                 return label
         names = ", ".join(repr(label.name) for label in self.labels)
         raise KeyError(f"model {self.name!r} has no label {name_or_id!r}; its labels are {names}")
+
+    def unreliable_labels(self, below: float = UNRELIABLE_DICE) -> list[tuple[str, float]]:
+        """Foreground labels whose validation Dice in the card's ``metrics`` is below `below`, as (name, Dice):
+        from ``metrics.evaluation`` (``medseg evaluate`` at the data's own resolution) when the card has it,
+        else the training run's ``metrics.dice``. Labels without a numeric score are not listed."""
+        evaluation = self.metrics.get("evaluation")
+        labels = evaluation.get("labels") if isinstance(evaluation, dict) else None
+        if isinstance(labels, dict):
+            scores = {name: v.get("dice") for name, v in labels.items() if isinstance(v, dict)}
+        else:
+            scores = self.metrics.get("dice") if isinstance(self.metrics.get("dice"), dict) else {}
+        weak = []
+        for label in self.foreground_labels:
+            value = scores.get(label.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
+                    and value < below:
+                weak.append((label.name, float(value)))
+        return weak
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .calibration import temper, temperature_of, volume_interval_of
-from .card import ModelCard
+from .card import UNRELIABLE_DICE, ModelCard
 from .catalog import resolve_checkpoint
 from .checkpoint import LoadedModel, load_checkpoint
 from .device import FallbackRunner, autocast, resolve_device, resolve_precision
@@ -39,6 +39,7 @@ from .postprocess import PostprocessOptions, card_default, postprocess
 from .preprocess import crop_nonzero, crop_roi, normalize, paste_roi, resample, target_shape
 from .review import Review, ReviewOptions, review_result
 from .sliding_window import CancelToken, ModelOutputError, Progress, StitchOutputs, WindowOptions, sliding_window
+from .text import printable
 
 __all__ = ["ModelOutputError", "SegmentOptions", "SegmentationResult", "Segmenter", "inference_window"]
 
@@ -158,6 +159,18 @@ def _apply_head(head: torch.nn.Module, device: torch.device):
             *features.shape[:-1], -1)
 
     return apply
+
+
+def _reliability_warnings(card: ModelCard) -> list[str]:
+    """One warning naming the labels the card's own validation found unreliable (``ModelCard.unreliable_labels``),
+    so that a volume table never shows their volumes without it; none for a card without such labels."""
+    weak = card.unreliable_labels()
+    if not weak:
+        return []
+    names = ", ".join(f"{printable(name)} {dice:.2f}" for name, dice in weak)
+    return [f"model '{printable(card.name)}' segments {len(weak)} of its {len(card.foreground_labels)} labels "
+            f"unreliably (validation Dice below {UNRELIABLE_DICE:g}: {names}): do not use their outlines or volumes "
+            "without checking and correcting them"]
 
 
 def _flip_sets(spatial_dims: int, tta: bool, mirror_axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
@@ -366,7 +379,7 @@ class Segmenter:
         cropped, roi_geometry, box = crop_roi(image, geometry, options.roi)
         if self.run_as.get("crop_nonzero"):
             cropped, roi_geometry, box = crop_nonzero(cropped, roi_geometry, box)
-        warnings = domain_warnings(self.card, cropped, roi_geometry)
+        warnings = domain_warnings(self.card, cropped, roi_geometry) + _reliability_warnings(self.card)
         for message in warnings:
             log.warning("%s", message)
         orient = self._orientation(roi_geometry, cropped.shape[1:])
