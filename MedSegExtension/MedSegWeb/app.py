@@ -27,7 +27,7 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 from medseg.outputs import safe_slug
 from MedSegLib.headless import register_converter_rules
-from MedSegLib.panel import Device, overlay_label, postprocess_defaults, review_item_text
+from MedSegLib.panel import CHANNEL_FIELDS, Device, overlay_label, postprocess_defaults, review_item_text
 from MedSegLib.tables import COLUMNS
 
 from .security import ServeOptions
@@ -80,6 +80,7 @@ class MedSegWebApp(TrameApp):
             ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.threed_view()]))
         self.layout_manager.set_layout("MedSeg")
         self.session = WebSession(self.slicer_app, options)
+        self.session.click_handler = self._on_view_click
         self._edited_at: float | None = None
         self.slicer_app.segmentation_editor.segmentation_modified.connect(self._on_edit)
         self._init_state()
@@ -100,6 +101,11 @@ class MedSegWebApp(TrameApp):
         s.device = "auto"
         s.device_items = [{"title": Device.label(d), "value": d.value} for d in Device]
         s.device_line = self.session.device_line()
+        s.prune_level = 4  # UNet++ only, as the panel's spin box (1-4)
+        s.accurate = False
+        s.update(self._model_state(s.model_name))
+        s.volume_items = []
+        s.update({field: None for field in CHANNEL_FIELDS})
         s.tta = False
         s.uncertainty = True
         s.probabilities = True
@@ -150,6 +156,7 @@ class MedSegWebApp(TrameApp):
         s.overlay = getattr(session, "shown_overlay", None) or ""
         s.segment_items = session.segment_items()
         s.segment_id = s.segment_items[0]["value"] if s.segment_items else ""
+        s.effect = "none"  # a new result starts with no effect active (the editor's is deactivated)
         s.review_items = [{"title": review_item_text(r), "value": i} for i, r in enumerate(session.review_regions)]
         self._show_table(session.table())
 
@@ -173,6 +180,12 @@ class MedSegWebApp(TrameApp):
 
     def _after_open(self) -> None:
         s = self.state
+        s.volume_items = self.session.volume_items()
+        opened = [item["value"] for item in s.volume_items]
+        for field in CHANNEL_FIELDS:  # a picker keeps its volume while it is open; the first shows the new one
+            if s[field] not in opened:
+                s[field] = None
+        s[CHANNEL_FIELDS[0]] = self.session.volume.GetID()
         s.volume_loaded = True
         s.dicom_source = self.session.source_folder is not None
         s.has_result = False
@@ -236,7 +249,8 @@ class MedSegWebApp(TrameApp):
         values = {"modelName": s.model_name, "device": s.device, "tta": s.tta, "uncertainty": s.uncertainty,
                   "probabilities": s.probabilities, "largestComponent": s.largest_component,
                   "fillHoles": s.fill_holes, "minIslandMl": s.min_island_ml or 0, "overlayOpacity": s.opacity,
-                  "activationClass": s.activation_class}
+                  "activationClass": s.activation_class, "pruneLevel": s.prune_level, "accurate": s.accurate,
+                  **{field: s[field] for field in CHANNEL_FIELDS}}
         if self._guarded("MedSeg cannot segment", self.session.start, values):
             s.running = True
             s.progress = 0
@@ -268,6 +282,21 @@ class MedSegWebApp(TrameApp):
                          self.state.guided_threshold):
             self._on_edit()
 
+    def _on_view_click(self, ras_point, add: bool) -> None:
+        """A click in a slice view with "Click: add" / "Click: remove" (``WebSession.guided_click``)."""
+        s = self.state
+        with self.state:  # from the view's interaction, outside a trame callback: sent when the block ends
+            try:
+                changed = self.session.guided_click(s.segment_id, ras_point, add, s.guided_threshold)
+            except Exception as exc:
+                log.info("guided click: %s", exc)
+                self._say(f"Nothing changed: {exc}", error=True)
+                return
+            done = (f"The probable region under the click ({changed} voxels) is in the segment now" if add else
+                    f"The segment's piece under the click ({changed} voxels) was removed")
+            self._say(f"{done}; Undo reverts it")
+            self._on_edit()
+
     def islands(self) -> None:
         s = self.state
         if self._guarded("Islands", self.session.islands, s.segment_id, s.islands_mode, s.island_min_voxels):
@@ -291,9 +320,22 @@ class MedSegWebApp(TrameApp):
         s = self.state
         s.card_text = self.session.card_text(model_name)
         s.update(self._postprocess_state(model_name))
+        s.update(self._model_state(model_name))
         s.activation_items = self.session.activation_items(model_name)
         if s.activation_class not in [item["value"] for item in s.activation_items]:
             s.activation_class = ""
+
+    def _model_state(self, model_name: str) -> dict:
+        """The input pickers' labels (the card's channels; "" hides one) and whether the UNet++ options show."""
+        try:
+            labels = self.session.channel_labels(model_name)
+            problem = ""
+        except ValueError as exc:  # more channels than pickers: the page says so and shows one picker
+            labels, problem = self.session.channel_labels(""), str(exc)
+        state = {"channel_labels": labels, "is_unetpp": self.session.is_unetpp(model_name)}
+        if problem:
+            state["card_text"] = problem
+        return state
 
     def _postprocess_state(self, model_name: str) -> dict:
         """The post-processing controls for a model just picked: its card's default (the panel's
@@ -436,6 +478,7 @@ class MedSegWebApp(TrameApp):
                    id="model-select")
         html.Pre("{{ card_text }}", id="card-text", classes="text-caption",
                  style="white-space: pre-wrap; font-family: inherit;")
+        self._inputs_ui()
         with html.Div(classes="text-caption"):
             html.Span("Add a checkpoint (.safetensors with a MedSeg card): ")
             html.Input(type="file", id="model-upload-input", change=upload_js, disabled=("running || busy",),
@@ -444,6 +487,11 @@ class MedSegWebApp(TrameApp):
             v3.VTextField(v_model=("model_path",), label="Checkpoint in the data root", density="compact",
                           hide_details=True, id="model-path-input")
             v3.VBtn("Add", id="add-model", click=self.add_model_path, disabled=("running",), classes="ml-2")
+        with html.Div(v_if="is_unetpp", classes="d-flex align-center mt-2", id="unetpp-options"):
+            v3.VSelect(v_model=("prune_level",), label="UNet++ prune level", density="compact", hide_details=True,
+                       id="prune-level", items=("prune_items", [{"title": f"L{n}", "value": n} for n in (1, 2, 3, 4)]))
+            v3.VCheckbox(v_model=("accurate",), label="Accurate mode", density="compact", hide_details=True,
+                         id="opt-accurate", classes="ml-2")
         v3.VSelect(v_model=("activation_class",), items=("activation_items",), label="Grad-CAM class",
                    density="compact", hide_details=True, id="activation-select", classes="mt-2")
         v3.VSelect(v_model=("device",), items=("device_items",), label="Device", density="compact",
@@ -456,6 +504,14 @@ class MedSegWebApp(TrameApp):
                 v3.VCheckbox(v_model=(key,), label=text, density="compact", hide_details=True, id=f"opt-{key}")
         v3.VTextField(v_model=("min_island_ml",), label="Drop islands smaller than (mL)", type="number", min=0,
                       density="compact", hide_details=True, id="opt-min_island_ml")
+
+    def _inputs_ui(self) -> None:
+        """One picker per input channel of the model (the card's names, as the panel's channel selectors), listing
+        the volumes opened in this session; the first shows the volume opened last."""
+        for n, field in enumerate(CHANNEL_FIELDS):
+            v3.VSelect(v_if=f"channel_labels[{n}]", v_model=(field,), items=("volume_items",),
+                       label=(f"channel_labels[{n}]",), density="compact", hide_details=True, classes="mt-1",
+                       id=f"channel-{n + 1}", no_data_text="Open a volume first")
 
     def _run_ui(self) -> None:
         html.Div("3. Segment", classes="text-subtitle-2 mt-2")
@@ -507,6 +563,8 @@ class MedSegWebApp(TrameApp):
                 for value, text in (("none", "View"), ("paint", "Paint"), ("erase", "Erase"),
                                     ("scissors", "Scissors"), ("islands", "Islands"), ("smoothing", "Smoothing")):
                     v3.VBtn(text, value=value, id=f"effect-{value}")
+                for value, text in (("guided_add", "Click: add"), ("guided_remove", "Click: remove")):
+                    v3.VBtn(text, value=value, id=f"effect-{value}", v_if="has_probabilities")
             v3.VBtn("Undo", id="undo-button", click=self.undo, classes="mt-2", density="compact")
             v3.VBtn("Redo", id="redo-button", click=self.redo, classes="ml-1 mt-2", density="compact")
             v3.VSlider(v_model=("brush_mm",), min=1, max=30, step=1, label="Brush (mm)", hide_details=True,
@@ -516,6 +574,9 @@ class MedSegWebApp(TrameApp):
                 v3.VSlider(v_model=("guided_threshold",), min=0.05, max=0.95, step=0.05, hide_details=True,
                            density="compact", label="Probability >=", thumb_label=True, id="guided-threshold")
                 v3.VBtn("Apply", id="guided-apply", click=self.guided, density="compact", classes="ml-2")
+            html.Div("Click in the axial view: add the probable region (probability >= the threshold) under the "
+                     "click to the segment, or remove the segment's piece there", classes="text-caption",
+                     v_if="['guided_add', 'guided_remove'].includes(effect)")
             html.Div("6. Save", classes="text-subtitle-2 mt-2")
             trigger = self.server.trigger_name(self.download)
             v3.VBtn("Results (.zip)", id="download-button", prepend_icon="mdi-download",

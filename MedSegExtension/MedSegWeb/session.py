@@ -1,8 +1,9 @@
 """The web page's workflow on the scene of a trame-slicer ``SlicerApp``, through the same bridge as the Slicer panel.
 
-Every step is a call into ``MedSegLib`` (``run.read_inputs``, ``worker.start_segmentation``, ``run.apply``,
-``display.show_overlay``, ``tables.recompute_table``, ``export.save_results``, ``review.jump_to``); this class only
-keeps what the page shows between calls. No trame here: :mod:`MedSegWeb.app` binds it to the page. Main thread only,
+Every step is a call into ``MedSegLib`` (``panel.input_volumes`` and ``run.read_inputs``,
+``worker.start_segmentation``, ``run.apply``, ``display.show_overlay``, ``tables.recompute_table``,
+``guided_edit``, ``export.save_results``, ``review.jump_to``); this class only keeps what the page shows between
+calls. No trame here: :mod:`MedSegWeb.app` binds it to the page. Main thread only,
 except the segmentation's worker thread, which never touches the scene.
 """
 
@@ -31,7 +32,8 @@ from .security import ServeOptions, check_upload, resolve_in_root
 __all__ = ["Status", "WebSession"]
 
 RESULT_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLVolumeNode")
-EFFECTS = ("none", "paint", "erase", "scissors", "islands", "smoothing")
+GUIDED_CLICKS = ("guided_add", "guided_remove")  # a click in a slice view adds / removes a probable region
+EFFECTS = ("none", "paint", "erase", "scissors", "islands", "smoothing", *GUIDED_CLICKS)
 SCISSORS_FILLS = ("erase_inside", "erase_outside", "fill_inside", "fill_outside")
 ISLAND_MODES = ("keep_largest", "remove_small")
 SMOOTHING_MODES = ("median", "opening", "closing", "gaussian")
@@ -64,6 +66,13 @@ def _effect_types() -> dict[str, type]:
             "islands": SegmentationEffectIslands, "smoothing": SegmentationEffectSmoothing}
 
 
+def _nothing_under_click(add: bool, threshold: float) -> str:
+    if add:
+        return (f"no probable region under the click (probability >= {threshold:.2f} within 3 voxels): click inside "
+                "the segment's probability overlay, or lower the probability threshold")
+    return "no part of the segment under the click (within 3 voxels): click on the segment to remove that piece"
+
+
 def _number(value: Any, what: str) -> float:
     """A number typed in the page (a text field gives a string), or ValueError naming the field."""
     try:
@@ -92,8 +101,11 @@ class WebSession:
         self.scene = slicer_app.scene
         self.options = options
         self.cache = cache if cache is not None else MODEL_CACHE
-        self.volume = None
+        self.volume = None  # the volume shown (the last opened; after a run, the run's first channel)
+        self.opened: dict[str, Any] = {}  # node ID -> the volumes opened in this session (the channel pickers')
+        self._sources: dict[str, Path] = {}  # node ID -> the file or DICOM folder it was read from
         self.source_folder: Path | None = None
+        self.click_handler = None  # (ras_point, add) -> None: what a guided click in a slice view calls
         self.segmentation = None
         self.task = None
         self._run = None
@@ -115,6 +127,24 @@ class WebSession:
 
         choices, _problems = panel.model_choices(bundled_models(), [], read_card)
         return {c.key: c for c in choices}
+
+    def card(self, key: str):
+        choice = self.choices.get(key)
+        return choice.card if choice is not None else None
+
+    def is_unetpp(self, key: str) -> bool:
+        """Whether model `key` is a UNet++ (the page shows its prune level and accurate mode only then)."""
+        card = self.card(key)
+        return card is not None and card.architecture == "unetpp"
+
+    def channel_labels(self, key: str) -> list[str]:
+        """The labels of the three input pickers for model `key` (the panel's ``channel_labels``: the card's channel
+        names and modalities, "" hides a picker). ValueError for a model with more channels than pickers."""
+        return panel.channel_labels(self.card(key))
+
+    def volume_items(self) -> list[dict]:
+        """The channel pickers' items: every volume opened in this session, by the name of its file or folder."""
+        return [{"title": self._sources[node_id].name, "value": node_id} for node_id in self.opened]
 
     def card_text(self, key: str) -> str:
         choice = self.choices.get(key)
@@ -192,6 +222,8 @@ class WebSession:
         return self._load(path)
 
     def _load(self, path: Path):
+        """Open `path` beside the volumes already open (one per channel of a multi-channel model; a volume of the
+        same name is replaced); the previous result leaves the scene."""
         from medseg.io import read_image
 
         if self.task is not None:
@@ -203,19 +235,38 @@ class WebSession:
         if not nodes:
             raise ValueError(f"{path.name}: the Slicer core could not read it as a volume; use NIfTI, NRRD or MHA")
         self.volume = nodes[0]
-        self.source_folder = path if path.is_dir() else None  # a DICOM series: the source of DICOM SEG/SR and PDF
+        for node_id, source in list(self._sources.items()):  # opened again: the new node replaces the old one
+            if source.name == path.name:
+                self.volume.SetName(self.opened[node_id].GetName())  # not the core's "<name>_1"
+                self._close_volume(node_id)
+        self.opened[self.volume.GetID()] = self.volume
+        self._sources[self.volume.GetID()] = path
+        self.source_folder = self._source_folder(self.volume.GetID())
         self.app.display_manager.show_volume_in_slice_background(self.volume)
         self.app.display_manager.reset_views()
         self.status = Status(message=f"Opened {path.name}. Pick a model and click Segment.")
         return self.volume
 
+    def _source_folder(self, node_id: str) -> Path | None:
+        """The DICOM folder volume `node_id` was read from (the source of DICOM SEG/SR and the PDF), else None."""
+        source = self._sources.get(node_id)
+        return source if source is not None and source.is_dir() else None
+
+    def _close_volume(self, node_id: str) -> None:
+        node = self.opened.pop(node_id)
+        self._sources.pop(node_id, None)
+        if node.GetScene() is not None:
+            self.scene.RemoveNode(node)
+
     def _clear(self) -> None:
-        """Remove the previous volume and its results (the views, color tables and editor node stay)."""
+        """Remove the previous result (segmentation, table, overlay volumes; the opened volumes, views, color tables
+        and editor node stay)."""
         self.app.segmentation_editor.deactivate_effect()
         for cls in RESULT_CLASSES:
             for node in list(self.scene.GetNodesByClass(cls)):
-                self.scene.RemoveNode(node)
-        self.volume = self.segmentation = None
+                if node.GetID() not in self.opened:
+                    self.scene.RemoveNode(node)
+        self.segmentation = None
         self.review_regions = []
         self.undo_stack.clear()
 
@@ -225,7 +276,7 @@ class WebSession:
         choice = self.choices.get(values.get("modelName") or "")
         if choice is None:
             raise ValueError("no model selected; pick one in the Model list")
-        defaults = {"device": "auto", "tta": False, "overlap": 0.5, "pruneLevel": 0, "accurate": False,
+        defaults = {"device": "auto", "tta": False, "overlap": 0.5, "pruneLevel": 4, "accurate": False,
                     "largestComponent": False, "fillHoles": False, "minIslandMl": 0.0, "uncertainty": True,
                     "probabilities": True, "activationClass": "", "replacePrevious": True, "overlayOpacity": 0.5}
         return panel.settings_from_parameters(SimpleNamespace(**{**defaults, **values}), choice.card)
@@ -238,11 +289,19 @@ class WebSession:
             raise ValueError("no volume open; upload a file or open one from the data root first")
         settings = self.settings(values)
         card = self.choices[settings.model].card
-        inputs = read_inputs([self.volume], card)
+        inputs = read_inputs(panel.input_volumes(self._channels(values), card), card)
         self.task = start_segmentation(self.cache, settings.model, settings.device, inputs,
                                        settings.segment_options())
         self._run = (inputs, settings)
         self.status = Status(running=True, message="Starting...")
+
+    def _channels(self, values: dict[str, Any]) -> SimpleNamespace:
+        """The channel pickers' volumes (node IDs under the panel's ``CHANNEL_FIELDS``) as the panel's parameter
+        node holds them; the first channel defaults to the volume shown, an ID not opened here is no volume."""
+        picked = {name: self.opened.get(values.get(name) or "") for name in panel.CHANNEL_FIELDS}
+        if not values.get(panel.CHANNEL_FIELDS[0]):
+            picked[panel.CHANNEL_FIELDS[0]] = self.volume
+        return SimpleNamespace(**picked)
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -278,6 +337,10 @@ class WebSession:
             self.status = Status(finished=True, error=f"The result could not be added to the scene: {exc}")
             return
         self.segmentation = self.scene.GetNodeByID(applied.segmentation_id)
+        if inputs.volume_id != self.volume.GetID():  # the result is on the first channel's grid: show that one
+            self.volume = self.scene.GetNodeByID(inputs.volume_id)
+            self.app.display_manager.show_volume_in_slice_background(self.volume)
+        self.source_folder = self._source_folder(inputs.volume_id)
         editor = self.app.segmentation_editor
         editor.set_active_segmentation(self.segmentation, self.volume)
         editor.show_3d(True)  # closed surfaces in the 3D view, updated after each edit
@@ -318,7 +381,8 @@ class WebSession:
         """The segment editor's effect for the views: trame-slicer's Paint, Erase, Scissors (a lasso drawn on the
         slice view cuts the segment through every slice; `scissors_fill` one of ``SCISSORS_FILLS``), Islands (nothing
         to draw: Apply) and Smoothing (a brush, or Apply to the whole segment), each edit a step of its undo stack;
-        "none": view only.
+        "guided_add" / "guided_remove": a click in a slice view calls :attr:`click_handler` with its RAS point and
+        whether to add (the page then calls :meth:`guided_click`); "none": view only.
         """
         from trame_slicer.segmentation import ScissorsEffectFillMode
         from trame_slicer.segmentation.paint_effect_parameters import BrushDiameterMode
@@ -331,6 +395,13 @@ class WebSession:
             raise ValueError(f"unknown effect {name!r}; use one of {', '.join(EFFECTS)}")
         if name == "scissors" and scissors_fill not in SCISSORS_FILLS:
             raise ValueError(f"unknown scissors mode {scissors_fill!r}; use one of {', '.join(SCISSORS_FILLS)}")
+        if name in GUIDED_CLICKS:
+            from .click_effect import ClickEffect
+
+            effect = editor.set_active_effect_type(ClickEffect)
+            add = name == "guided_add"
+            effect.handler = (lambda ras: self.click_handler(ras, add)) if self.click_handler is not None else None
+            return
         effect = editor.set_active_effect_type(_effect_types()[name])
         if effect is None:
             return
@@ -401,6 +472,33 @@ class WebSession:
             raise ValueError("no segmentation to edit; click Segment first")
         with SegmentationLabelMapUndoCommand.push_state_change(self.app.segmentation_editor.active_segmentation):
             apply_threshold(self.scene, self.segmentation, segment_id, float(threshold), save_state=lambda: None)
+
+    def guided_click(self, segment_id: str, ras_point, add: bool, threshold: float) -> int:
+        """A probability-guided click (the panel's Add / Remove at the crosshair): add the region of the segment's
+        probability map at or above `threshold` under the world RAS point (``MedSegLib.guided_edit.add_region_at``),
+        or remove the segment's connected piece there (``remove_region_at``); one step of the page's undo stack.
+
+        Returns:
+            the size (voxels) of the region added (part of it may have been in the segment already) or removed.
+            Raises ValueError with a readable message (the segmentation unchanged, nothing pushed on the undo stack)
+            when nothing probable is under the click, the result kept no probability map, or the point is outside
+            the volume.
+        """
+        from trame_slicer.segmentation.segmentation_undo_command import SegmentationLabelMapUndoCommand
+
+        from MedSegLib.guided_edit import add_region_at, remove_region_at
+
+        if self.segmentation is None:
+            raise ValueError("no segmentation to edit; click Segment first")
+        if self.task is not None:
+            raise ValueError("a segmentation is running; edit after it ends")
+        threshold = _number(threshold, "probability threshold")
+        edit = add_region_at if add else remove_region_at
+        with SegmentationLabelMapUndoCommand.push_state_change(self.app.segmentation_editor.active_segmentation):
+            region = edit(self.scene, self.segmentation, segment_id, ras_point, threshold, save_state=lambda: None)
+            if not region.any():  # raised inside: the undo command is not pushed
+                raise ValueError(_nothing_under_click(add, threshold))
+        return int(region.sum())
 
     def undo(self) -> None:
         if self.undo_stack.can_undo():

@@ -233,6 +233,48 @@ def test_islands_smoothing_scissors_and_undo(page):
     page.click("#effect-none")
 
 
+def _threshold(page, keys: list[str]) -> None:
+    """Keys pressed on the probability threshold slider (Home 0.05, End 0.95, arrows 0.05 steps)."""
+    page.locator(".v-slider:has(#guided-threshold) .v-slider-thumb").focus()
+    for key in keys:
+        page.keyboard.press(key)
+
+
+def _click_view(page, fx: float, fy: float) -> None:
+    """One click at (fx, fy) (fractions of the axial view), the pointer hovering there first."""
+    box = _axial(page).bounding_box()
+    x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+    page.mouse.move(x - 4, y)
+    page.mouse.move(x, y, steps=4)
+    page.mouse.down()
+    page.mouse.up()
+
+
+def test_guided_click_adds_and_undo(page):
+    """Probability-guided editing by a click in the axial view (``WebSession.guided_click`` on the bridge's
+    ``guided_edit``): nothing probable under the click gets a readable message and changes nothing; a click on the
+    segment with a low threshold adds its probable region; Undo restores the segment."""
+    before = _table(page)
+    first = next(iter(before))
+    _threshold(page, ["End"])  # 0.95: nothing that probable in the volume's front left corner
+    page.click("#effect-guided_add")
+    _click_view(page, 0.3, 0.2)
+    message = _wait_message(page, "no probable region under the click")
+    assert "lower the probability threshold" in message and "Traceback" not in message
+    assert _table(page) == before
+    _pick(page, "segment-select", "posterior hippocampus")  # the segment under the views' centre
+    _threshold(page, ["Home"])  # 0.05
+    posterior = _voxel_count(page, "posterior hippocampus")
+    _click_view(page, 0.58, 0.55)
+    grown = _wait_count(page, "posterior hippocampus", posterior)
+    assert grown > posterior and "is in the segment now" in _message(page)
+    page.click("#undo-button")
+    assert _wait_count(page, "posterior hippocampus", grown) == posterior
+    _threshold(page, ["Home"] + ["ArrowRight"] * 9)  # back to 0.5 for the slider's own test
+    _pick(page, "segment-select", first)
+    page.click("#effect-none")
+
+
 def _lasso(page, box: dict, cx: float, cy: float, r: float) -> None:
     """A closed square drawn by a drag around (cx, cy) (fractions of the view); `r` is a fraction of its width."""
     x, y, half = box["x"] + box["width"] * cx, box["y"] + box["height"] * cy, box["width"] * r
@@ -340,6 +382,23 @@ def test_dicom_series_exports_seg_sr_and_pdf(page, tmp_path):
     names = zipfile.ZipFile(path).namelist()
     assert [n for n in names if n.endswith("_SEG.dcm")] and [n for n in names if n.endswith("_SR.dcm")], names
     assert [n for n in names if n.endswith("_report.pdf")], names
+
+
+def test_model_options_follow_the_card(page, shots):
+    """The UNet++ prune level and accurate mode show only for a UNet++; the input picker is labelled with the card's
+    channel and shows the volume opened last (``WebSession`` tests check what reaches the run)."""
+    assert page.locator("#prune-level").count() == 0
+    assert "T1w (MR):" in page.inner_text(".v-select:has(#channel-1)")
+    assert "dicom_series" in page.inner_text(".v-select:has(#channel-1)")
+    _pick(page, "model-select", "hippocampus-unetpp")
+    page.wait_for_selector("#prune-level")
+    assert "L4" in page.inner_text(".v-select:has(#prune-level)")  # the panel's default: the full network
+    _pick(page, "prune-level", "L2")
+    assert "L2" in page.inner_text(".v-select:has(#prune-level)")
+    page.screenshot(path=str(shots / "web-unetpp-options.png"))
+    _pick(page, "model-select", "hippocampus-unet3d")
+    page.wait_for_selector("#prune-level", state="detached")
+    assert page.locator("#channel-2").count() == 0  # one input channel
 
 
 def test_path_outside_the_root_is_refused(page):
