@@ -35,6 +35,7 @@ __all__ = [
     "geometry_from_volume",
     "image_data_from_array",
     "matrix_from_vtk",
+    "roi_from_ijk_box",
     "roi_to_ijk_box",
     "update_volume_from_array",
     "volume_from_array",
@@ -328,3 +329,46 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[int, int, int, int, int, int]
     if any(b != full for b, full in zip(box, [0, dims[0], 0, dims[1], 0, dims[2]], strict=True)):
         log.info("region of interest %s: voxels %s of volume %s", _name(roi_node), box, _name(volume_node))
     return tuple(int(b) for b in box)
+
+
+ROI_INSET_VOXELS = 1e-3  # faces this far inside the box's voxel boundaries, so rounding never adds a voxel
+
+
+def roi_from_ijk_box(scene, volume_node, box: Sequence[int], name: str = "MedSeg box", roi_node=None):
+    """The markups ROI covering exactly the voxels ``box`` (half-open ``(i0, i1, j0, j1, k0, k1)``) of a volume:
+    along the volume's axes (oblique ones too, parent transforms included), faces on the voxel boundaries, so
+    :func:`roi_to_ijk_box` gives `box` back. For a front end where the box is typed rather than drawn.
+
+    Args:
+        roi_node: an ROI node to move there (None: a new one named `name` is added to `scene`).
+
+    Raises:
+        ValueError: a bound that is not a whole number, or a box not inside the volume (naming the axis and the
+            voxels it has).
+    """
+    dims = volume_node.GetImageData().GetDimensions()
+    if len(box) != 6 or any(isinstance(b, bool) or int(b) != b for b in box):
+        raise ValueError(_("voxel box {box} must be six whole numbers (i0, i1, j0, j1, k0, k1)").format(box=list(box)))
+    box = [int(b) for b in box]
+    for axis in range(3):
+        start, stop = box[2 * axis], box[2 * axis + 1]
+        if not 0 <= start < stop <= dims[axis]:
+            raise ValueError(_("voxel box on axis {axis} from {first} to {last} is not inside volume {volume!r}, "
+                               "which has voxels 0 to {end} there; give a first voxel no larger than the last, both "
+                               "within that range").format(axis="ijk"[axis], first=start, last=stop - 1,
+                                                           volume=_name(volume_node), end=dims[axis] - 1))
+    ijk_to_ras = world_ijk_to_ras(volume_node)
+    low = np.array(box[0::2], dtype=float) - 0.5 + ROI_INSET_VOXELS
+    high = np.array(box[1::2], dtype=float) - 0.5 - ROI_INSET_VOXELS
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    rotation = ijk_to_ras[:3, :3] / spacing
+    if np.linalg.det(rotation) < 0:  # a box is symmetric: flip one axis to keep a proper rotation
+        rotation[:, 0] *= -1
+    object_to_world = np.eye(4)
+    object_to_world[:3, :3] = rotation
+    object_to_world[:3, 3] = (ijk_to_ras @ [*((low + high) / 2), 1.0])[:3]
+    roi = roi_node if roi_node is not None else scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", name)
+    roi.SetAndObserveTransformNodeID(None)
+    roi.SetAndObserveObjectToNodeMatrix(vtk_matrix_from_array(object_to_world))
+    roi.SetSize(*((high - low) * spacing))
+    return roi

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # as the panel's QTimer
 REMEASURE_S = 0.3  # the table is measured this long after the last edit
+BOX_FIELDS = tuple(f"box_{axis}_{end}" for axis in "ijk" for end in ("first", "last"))  # "Limit to box"
 TABLE_KEYS = ("name", "voxel_count", "volume_ml", "soft_volume_ml", "volume_interval_lo_ml", "volume_interval_hi_ml",
               "largest_diameter_mm", "intensity_mean", "ai_volume_ml", "added_ml", "removed_ml", "edited")
 TABLE_HEADERS = tuple((c.key, f"{c.title} ({c.unit})" if c.unit else c.title) for c in COLUMNS if c.key in TABLE_KEYS)
@@ -109,6 +110,9 @@ class MedSegWebApp(TrameApp):
         s.tta = False
         s.uncertainty = True
         s.probabilities = True
+        s.limit_to_box = False
+        s.box_text = ""
+        s.update(self._box_state([]))
         s.update(self._postprocess_state(s.model_name))
         s.volume_loaded = False
         s.data_root_enabled = self.options.data_root is not None
@@ -192,7 +196,19 @@ class MedSegWebApp(TrameApp):
         s.table_rows, s.review_items, s.segment_items = [], [], []
         s.overlay_items, s.overlay, s.effect = [{"title": "none", "value": ""}], "", "none"
         s.progress = 0
+        s.limit_to_box = False
+        s.update(self._box_state(self.session.volume_box()))  # the new volume's whole extent
         self._say(self.session.status.message)
+
+    @staticmethod
+    def _box_state(bounds: list[int]) -> dict:
+        """The box fields (first and last voxel on i, j, k) from `bounds` ("" each without a volume)."""
+        bounds = bounds or [""] * 6
+        return {field: bounds[n] for n, field in enumerate(BOX_FIELDS)}
+
+    def _box(self) -> list | None:
+        """The box the run is limited to (the fields' values), or None when "Limit to box" is off."""
+        return [self.state[field] for field in BOX_FIELDS] if self.state.limit_to_box else None
 
     def open_server_path(self) -> None:
         if self._guarded("Cannot open", self.session.open_path, self.state.server_path):
@@ -250,7 +266,7 @@ class MedSegWebApp(TrameApp):
                   "probabilities": s.probabilities, "largestComponent": s.largest_component,
                   "fillHoles": s.fill_holes, "minIslandMl": s.min_island_ml or 0, "overlayOpacity": s.opacity,
                   "activationClass": s.activation_class, "pruneLevel": s.prune_level, "accurate": s.accurate,
-                  **{field: s[field] for field in CHANNEL_FIELDS}}
+                  "roiBox": self._box(), **{field: s[field] for field in CHANNEL_FIELDS}}
         if self._guarded("MedSeg cannot segment", self.session.start, values):
             s.running = True
             s.progress = 0
@@ -344,6 +360,13 @@ class MedSegWebApp(TrameApp):
         fields = postprocess_defaults(choice.card if choice is not None else None)
         return {"largest_component": fields["largestComponent"], "fill_holes": fields["fillHoles"],
                 "min_island_ml": fields["minIslandMl"]}
+
+    @change("limit_to_box", *BOX_FIELDS)
+    def _on_box(self, **_):
+        """The box drawn in the views as it is typed (hidden when "Limit to box" is off)."""
+        s = self.state
+        if s.volume_loaded and not s.running and self._guarded("Box", self.session.set_box, self._box()):
+            s.box_text = self.session.box_text() if s.limit_to_box else ""
 
     @change("overlay")
     def _on_overlay(self, overlay, **_):
@@ -484,7 +507,8 @@ class MedSegWebApp(TrameApp):
             html.Input(type="file", id="model-upload-input", change=upload_js, disabled=("running || busy",),
                        accept=".safetensors,.pt,.pth")
         with html.Div(v_if="data_root_enabled", classes="d-flex align-center mt-1"):
-            v3.VTextField(v_model=("model_path",), label="Checkpoint in the data root", density="compact",
+            v3.VTextField(v_model=("model_path",), label="Checkpoint or nnU-Net results folder in the data root",
+                          density="compact",
                           hide_details=True, id="model-path-input")
             v3.VBtn("Add", id="add-model", click=self.add_model_path, disabled=("running",), classes="ml-2")
         with html.Div(v_if="is_unetpp", classes="d-flex align-center mt-2", id="unetpp-options"):
@@ -515,6 +539,14 @@ class MedSegWebApp(TrameApp):
 
     def _run_ui(self) -> None:
         html.Div("3. Segment", classes="text-subtitle-2 mt-2")
+        v3.VCheckbox(v_model=("limit_to_box",), label="Limit to box (voxels, first to last)", density="compact",
+                     hide_details=True, id="opt-limit_to_box", disabled=("!volume_loaded || running",))
+        with html.Div(v_if="limit_to_box", classes="d-flex flex-wrap", id="box-fields"):
+            for field in BOX_FIELDS:
+                axis, end = field.split("_")[1:]
+                v3.VTextField(v_model=(field,), label=f"{axis} {end}", type="number", density="compact",
+                              hide_details=True, id=f"box-{axis}-{end}", style="max-width: 66px;", classes="mr-1")
+        html.Div("{{ box_text }}", v_if="limit_to_box", classes="text-caption", id="box-text")
         with html.Div(classes="d-flex"):
             v3.VBtn("Segment", id="segment-button", color="primary", click=self.segment,
                     disabled=("!volume_loaded || running",))

@@ -2,7 +2,8 @@
 
 Every step is a call into ``MedSegLib`` (``panel.input_volumes`` and ``run.read_inputs``,
 ``worker.start_segmentation``, ``run.apply``, ``display.show_overlay``, ``tables.recompute_table``,
-``guided_edit``, ``export.save_results``, ``review.jump_to``); this class only keeps what the page shows between
+``guided_edit``, ``export.save_results``, ``review.jump_to``, ``nnunet_import.checkpoint_for``,
+``volumes.roi_from_ijk_box``); this class only keeps what the page shows between
 calls. No trame here: :mod:`MedSegWeb.app` binds it to the page. Main thread only,
 except the segmentation's worker thread, which never touches the scene.
 """
@@ -73,6 +74,33 @@ def _nothing_under_click(add: bool, threshold: float) -> str:
     return "no part of the segment under the click (within 3 voxels): click on the segment to remove that piece"
 
 
+def _not_nnunet_folder(path: Path, shown: str) -> str:
+    """Why folder `path` (shown as `shown`) is not an nnU-Net v2 results folder, and what to give instead."""
+    missing = [name for name in ("plans.json", "dataset.json") if not (path / name).is_file()]
+    if not any(child.is_dir() and child.name.startswith("fold_") for child in path.iterdir()):
+        missing.append("fold_N folders")
+    return (f"{shown!r} is a folder but not an nnU-Net v2 results folder (it lacks {', '.join(missing)}); the model "
+            f"list is unchanged. Give the folder nnU-Net trained into (nnUNet_results/DatasetXXX_Name/"
+            f"Trainer__Plans__configuration, holding plans.json, dataset.json and fold_0 ...), its plans.json, a "
+            f"fold's checkpoint_final.pth, or a MedSeg checkpoint file (.safetensors)")
+
+
+def _voxel_box(box: Any) -> tuple[int, ...]:
+    """The page's box, first and last voxel on each axis (i, j, k, as Slicer numbers them), -> the half-open
+    ``(i0, i1, j0, j1, k0, k1)`` the bridge and the engine take; ValueError naming a bound that is not a whole
+    number."""
+    if not isinstance(box, list | tuple) or len(box) != 6:
+        raise ValueError(f"box {box!r}: give the first and last voxel on each of i, j and k")
+    bounds = []
+    for n, value in enumerate(box):
+        what = f"box: {'ijk'[n // 2]} {'last' if n % 2 else 'first'} voxel"
+        number = _number(value, what)
+        if number != int(number):
+            raise ValueError(f"{what}: {value!r} is not a whole number; type a voxel index")
+        bounds.append(int(number) + n % 2)  # the last voxel -> one past it
+    return tuple(bounds)
+
+
 def _number(value: Any, what: str) -> float:
     """A number typed in the page (a text field gives a string), or ValueError naming the field."""
     try:
@@ -107,6 +135,7 @@ class WebSession:
         self.source_folder: Path | None = None
         self.click_handler = None  # (ras_point, add) -> None: what a guided click in a slice view calls
         self.segmentation = None
+        self.roi = None  # the "Limit to box" markups ROI (one per session, moved for each box)
         self.task = None
         self._run = None
         self.review_regions: list = []
@@ -158,9 +187,30 @@ class WebSession:
         return [{"title": "none", "value": ""}] + [{"title": text, "value": name} for text, name, _tip in labels]
 
     def add_model_path(self, relative: str, device: str = "auto") -> str:
-        """Add a checkpoint file of the data root to the model picker (see :meth:`add_model_upload`)."""
+        """Add a checkpoint file of the data root to the model picker (see :meth:`add_model_upload`), or a model
+        trained with nnU-Net v2: its results folder, its ``plans.json`` or a fold's ``checkpoint_final.pth``,
+        converted first by the panel's own ``MedSegLib.nnunet_import.checkpoint_for`` into this session's folder
+        (kept for the server's life). A folder that is not an nnU-Net results folder is refused with what it lacks.
+        """
         path = resolve_in_root(self.options.data_root, relative)
-        return self._add_model(path, Path(relative).name, device)
+        shown = Path(relative).name or str(relative)
+        return self._add_model(self._import_nnunet(path, shown), shown, device)
+
+    def _import_nnunet(self, path: Path, shown: str) -> Path:
+        """`path` converted to a MedSeg checkpoint when it names an nnU-Net results folder (or a file in one), else
+        `path` itself; ValueError with the importer's reason (server folders replaced by data-root paths)."""
+        from MedSegLib.nnunet_import import checkpoint_for
+
+        try:
+            converted = Path(checkpoint_for(path, self._uploads / "imported"))
+        except (OSError, ValueError) as exc:
+            reason = str(exc)
+            for root in {str(Path(self.options.data_root).resolve()), str(self.options.data_root)}:
+                reason = reason.replace(root + "/", "").replace(root, "the data root")
+            raise ValueError(f"{shown} cannot be used as a model; the model list is unchanged: {reason}") from None
+        if converted == path and path.is_dir():
+            raise ValueError(_not_nnunet_folder(path, shown))
+        return converted
 
     def add_model_upload(self, name: str, content: bytes, device: str = "auto") -> str:
         """Add an uploaded checkpoint (a file ``medseg segment --model PATH`` takes: safetensors with a MedSeg
@@ -239,6 +289,7 @@ class WebSession:
             if source.name == path.name:
                 self.volume.SetName(self.opened[node_id].GetName())  # not the core's "<name>_1"
                 self._close_volume(node_id)
+        self.set_box(None)  # a box typed for the previous volume
         self.opened[self.volume.GetID()] = self.volume
         self._sources[self.volume.GetID()] = path
         self.source_folder = self._source_folder(self.volume.GetID())
@@ -289,11 +340,61 @@ class WebSession:
             raise ValueError("no volume open; upload a file or open one from the data root first")
         settings = self.settings(values)
         card = self.choices[settings.model].card
-        inputs = read_inputs(panel.input_volumes(self._channels(values), card), card)
+        volumes = panel.input_volumes(self._channels(values), card)
+        roi = self.set_box(values.get("roiBox"), volumes[0]) if volumes[0] is not None else None
+        inputs = read_inputs(volumes, card, roi)
         self.task = start_segmentation(self.cache, settings.model, settings.device, inputs,
                                        settings.segment_options())
         self._run = (inputs, settings)
         self.status = Status(running=True, message="Starting...")
+
+    def volume_box(self) -> list[int]:
+        """The whole volume shown as the page's box: first and last voxel on i, j and k ([] with no volume)."""
+        if self.volume is None:
+            return []
+        dims = self.volume.GetImageData().GetDimensions()
+        return [bound for size in dims for bound in (0, size - 1)]
+
+    def set_box(self, box: Any, volume=None):
+        """The "Limit to box" control: the session's markups ROI moved onto `box` (first and last voxel on i, j and
+        k of `volume`, default the volume shown) by the bridge's ``roi_from_ijk_box``, and shown (locked) in the
+        views; None hides it. A run given this ROI reads it as the panel's ROI selector's node
+        (``run.read_inputs``), so the engine segments only inside it.
+
+        Returns:
+            the ROI node, or None. Raises ValueError naming a bound that is not a voxel of the volume.
+        """
+        from MedSegLib.volumes import roi_from_ijk_box
+
+        if box is None or box == []:
+            if self.roi is not None and self.roi.GetDisplayNode() is not None:
+                self.roi.GetDisplayNode().SetVisibility(False)
+            return None
+        volume = volume if volume is not None else self.volume
+        if volume is None:
+            raise ValueError("no volume open; open one before limiting the run to a box")
+        self.roi = roi_from_ijk_box(self.scene, volume, _voxel_box(box), roi_node=self.roi)
+        if self.roi.GetDisplayNode() is None:
+            self.roi.CreateDefaultDisplayNodes()
+        self.roi.SetLocked(True)  # the typed numbers are the box: no handles to drag it away from them
+        display = self.roi.GetDisplayNode()
+        if display is not None:
+            display.SetHandlesInteractive(False)
+            display.SetFillVisibility(False)  # an outline: the overlays inside stay readable
+            display.SetVisibility(True)
+        return self.roi
+
+    def box_text(self) -> str:
+        """The box as the views show it: its voxels (first to last) and size in mm ("" when hidden)."""
+        from MedSegLib.volumes import roi_to_ijk_box
+
+        display = self.roi.GetDisplayNode() if self.roi is not None else None
+        if display is None or not display.GetVisibility() or self.volume is None:
+            return ""
+        box = roi_to_ijk_box(self.roi, self.volume)
+        ranges = ", ".join(f"{axis} {box[2 * n]}-{box[2 * n + 1] - 1}" for n, axis in enumerate("ijk"))
+        size = " x ".join(f"{round(mm, 1):g}" for mm in self.roi.GetSize())
+        return f"Box: voxels {ranges} ({size} mm)"
 
     def _channels(self, values: dict[str, Any]) -> SimpleNamespace:
         """The channel pickers' volumes (node IDs under the panel's ``CHANNEL_FIELDS``) as the panel's parameter

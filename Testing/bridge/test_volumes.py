@@ -13,6 +13,7 @@ from MedSegLib.volumes import (
     array_from_volume,
     arrays_from_volumes,
     geometry_from_volume,
+    roi_from_ijk_box,
     roi_to_ijk_box,
     volume_from_array,
     world_ijk_to_ras,
@@ -178,3 +179,19 @@ def test_roi_to_voxel_box(scene, hippocampus, spinal_cord):
     m = spinal_cord[1].ijk_to_ras()
     box = roi_to_ijk_box(_roi(scene, (m @ [65, 70, 8, 1])[:3], (20, 20, 20)), oblique)
     assert box[0] == 55 and box[1] == 76 and box[2] < 60 < 80 < box[3] and box[4] == 0 and box[5] == 16
+
+
+def test_typed_voxel_box_becomes_an_roi_that_covers_exactly_it(scene, hippocampus, spinal_cord):
+    """The web page's typed box: an ROI along the volume's (oblique) axes that the run reads back voxel-exactly."""
+    hippo = add_volume(scene, hippocampus[0], hippocampus[1], "hippo")
+    cord = add_volume(scene, spinal_cord[0], spinal_cord[1], "cord")  # oblique: 9.3 degrees about i
+    roi = None
+    for node, box in ((hippo, (2, 12, 3, 24, 4, 15)), (cord, (55, 76, 40, 90, 3, 9)), (cord, (0, 131, 0, 141, 0, 16)),
+                      (hippo, (0, 1, 0, 1, 0, 1))):
+        roi = roi_from_ijk_box(scene, node, box, roi_node=roi)  # the same node moved each time
+        assert roi_to_ijk_box(roi, node) == box
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsROINode") == 1
+    for bad, match in (((3, 3, 0, 5, 0, 5), "axis i from 3 to 2"), ((0, 5, -1, 5, 0, 5), "axis j"),
+                       ((0, 5, 0, 5, 0, 17), "axis k from 0 to 16.*0 to 15"), ((0, 5.5, 0, 5, 0, 5), "whole numbers")):
+        with pytest.raises(ValueError, match=match):
+            roi_from_ijk_box(scene, cord if bad[5] == 17 else hippo, bad)

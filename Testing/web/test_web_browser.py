@@ -438,6 +438,47 @@ def test_bad_upload_gets_a_readable_message(page, tmp_path):
     assert page.locator("#volume-table").count() == 0 and not page.locator("#segment-button").is_disabled()
 
 
+def test_nnunet_folder_and_limit_to_box(page, data_root, shots):
+    """An nnU-Net results folder typed in the model path joins the picker (a folder that is not one is named, the
+    picker unchanged); "Limit to box" segments only inside the typed box, as the engine's ROI run does."""
+    sys.path.insert(0, str(REPO / "Testing" / "engine"))
+    from nnunet_folder import write_results_folder
+
+    from medseg.catalog import resolve_checkpoint
+    from medseg.inference import Segmenter, SegmentOptions
+    from medseg.io import read_image
+
+    folder, _ = write_results_folder(data_root / "nnunet")  # as nnU-Net 2.8 writes it (Testing/engine)
+    models = page.inner_text(".v-select:has(#model-select)")
+    page.fill("#model-path-input", "nnunet")
+    page.click("#add-model")
+    assert "fold_N folders" in _wait_message(page, "is a folder but not an nnU-Net v2 results folder")
+    assert page.inner_text(".v-select:has(#model-select)") == models
+    page.fill("#model-path-input", str(folder.relative_to(data_root)))
+    page.click("#add-model")
+    _wait_message(page, "Added model")
+    assert "Dataset777_Tiny" in page.inner_text(".v-select:has(#model-select)")
+    _pick(page, "model-select", MODEL)
+    page.locator("#opt-limit_to_box").check(force=True)
+    page.wait_for_selector("#box-fields")
+    assert page.input_value("#box-j-last") == "50"  # the whole volume (35 x 51 x 35 voxels) until typed
+    box = {"i-first": 2, "i-last": 30, "j-first": 3, "j-last": 48, "k-first": 0, "k-last": 17}
+    for field, value in box.items():
+        page.fill(f"#box-{field}", str(value))
+    page.wait_for_selector("#box-text:has-text('Box: voxels i 2-30, j 3-48, k 0-17')")  # the server has the box
+    page.click("#segment-button")
+    _wait_message(page, "Done in")
+    page.wait_for_selector("#volume-table td")
+    time.sleep(1.0)  # the views' next streamed frame (the box is drawn in them)
+    page.screenshot(path=str(shots / "web-box.png"))
+    image, geometry = read_image(SAMPLE)
+    expected = Segmenter(resolve_checkpoint(MODEL), device="auto").segment(image, geometry, SegmentOptions(
+        probabilities=True, uncertainty=True, review=True, roi=(2, 31, 3, 49, 0, 18)))
+    assert all(m.voxel_count > 0 for m in expected.measurements)
+    assert {name: int(row["voxel_count"]) for name, row in _table(page).items()} == {
+        m.name: m.voxel_count for m in expected.measurements}
+
+
 def test_cancel_mid_run_leaves_the_scene_unchanged(page):
     _open(page, "noise.nii.gz")
     _wait_message(page, "Opened noise")
