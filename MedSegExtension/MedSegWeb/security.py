@@ -11,7 +11,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOCAL_HOSTS", "ServeOptions", "check_upload", "is_local_host", "resolve_in_root"]
+__all__ = ["LOCAL_HOSTS", "ServeOptions", "check_tree_in_root", "check_upload", "is_local_host", "resolve_in_root"]
+
+MAX_TREE_ENTRIES = 100_000  # entries of a folder opened by path that are checked for links out of the root
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_UPLOAD_MB = 512.0
@@ -68,8 +70,9 @@ class ServeOptions:
 def resolve_in_root(root: str | os.PathLike[str] | None, relative: str) -> Path:
     """The file `relative` names inside `root`, refused if it would lead out of it.
 
-    Refused: no data root configured, an absolute path, a ``..`` part, and anything whose real path (symbolic links
-    resolved) is not inside the real root (a link pointing out of it).
+    Refused: no data root configured, an absolute path, a ``..`` part, anything whose real path (symbolic links
+    resolved) is not inside the real root (a link pointing out of it), and a folder holding such a link anywhere
+    below it (:func:`check_tree_in_root`: a DICOM folder or an nnU-Net results folder is read file by file).
 
     Raises:
         ValueError: the path is refused (the message says why and what is allowed).
@@ -89,7 +92,34 @@ def resolve_in_root(root: str | os.PathLike[str] | None, relative: str) -> Path:
         raise ValueError(f"{text!r} is refused: it leads outside the data root (a link out of it)")
     if not target.exists():
         raise FileNotFoundError(f"{text!r} is not in the data root; check the name (paths are relative to it)")
+    if target.is_dir():
+        check_tree_in_root(root, target)
     return target
+
+
+def check_tree_in_root(root: str | os.PathLike[str], folder: str | os.PathLike[str]) -> None:
+    """Refuse `folder` (inside the data root `root`) when a symbolic link anywhere below it leads out of the root,
+    or when it holds more than :data:`MAX_TREE_ENTRIES` entries (too many to check). Links are not followed while
+    walking, so a linked folder is checked as the link it is.
+
+    Raises:
+        ValueError: naming the offending entry relative to the root, and what to do.
+    """
+    real_root = Path(root).resolve(strict=True)
+    start = Path(folder).resolve()
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
+        for name in (*dirnames, *filenames):
+            count += 1
+            if count > MAX_TREE_ENTRIES:
+                raise ValueError(f"{start.relative_to(real_root)}/ holds more than {MAX_TREE_ENTRIES} files and "
+                                 f"folders: too many to check; point to the series or model folder itself")
+            entry = Path(dirpath) / name
+            if entry.is_symlink():
+                real = entry.resolve()
+                if real != real_root and real_root not in real.parents:
+                    raise ValueError(f"{entry.relative_to(real_root)} is refused: it links outside the data root; "
+                                     f"copy the file into the data root instead of linking it")
 
 
 def check_upload(name: str, size: int, limit: int) -> str:

@@ -28,7 +28,7 @@ from MedSegLib.segmentation import TABLE_ROLE, overlay_nodes
 from MedSegLib.tables import recompute_table, table_rows
 from MedSegLib.worker import start_segmentation
 
-from .security import ServeOptions, check_upload, resolve_in_root
+from .security import ServeOptions, check_tree_in_root, check_upload, resolve_in_root
 
 __all__ = ["Status", "WebSession"]
 
@@ -193,6 +193,11 @@ class WebSession:
         (kept for the server's life). A folder that is not an nnU-Net results folder is refused with what it lacks.
         """
         path = resolve_in_root(self.options.data_root, relative)
+        if path.is_file() and path.suffix in (".json", ".pth"):  # nnU-Net's plans.json / a fold's checkpoint: the
+            real_root = Path(self.options.data_root).resolve()  # importer reads the results folder around it
+            for folder in (path.parent, path.parent.parent):
+                if folder == real_root or real_root in folder.parents:
+                    check_tree_in_root(real_root, folder)
         shown = Path(relative).name or str(relative)
         return self._add_model(self._import_nnunet(path, shown), shown, device)
 

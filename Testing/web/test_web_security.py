@@ -91,3 +91,31 @@ def test_serve_help_names_the_rules(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
     assert "--data-root" in text and "--token" in text and "one user session" in text
+
+
+def test_a_folder_with_a_link_out_anywhere_below_is_refused(root, tmp_path):
+    series = root / "series" / "sub"
+    series.mkdir(parents=True)
+    (series / "1.dcm").write_bytes(b"d")
+    (root / "series" / "inside.dcm").symlink_to(root / "case" / "image.nii.gz")
+    assert resolve_in_root(root, "series") == (root / "series").resolve()  # links that stay inside are fine
+    assert resolve_in_root(root, "case").is_dir()
+    (series / "2.dcm").symlink_to(tmp_path / "outside" / "secret.nii.gz")
+    with pytest.raises(ValueError, match=r"series/sub/2\.dcm is refused: it links outside the data root"):
+        resolve_in_root(root, "series")
+    (series / "2.dcm").unlink()
+    (series / "more").symlink_to(tmp_path / "outside", target_is_directory=True)  # a linked folder, not followed
+    with pytest.raises(ValueError, match=r"series/sub/more is refused"):
+        resolve_in_root(root, "series")
+    with pytest.raises(ValueError, match="links outside"):  # the root itself holds link_out.nii.gz
+        resolve_in_root(root, ".")
+
+
+def test_a_folder_too_large_to_check_is_refused(root, monkeypatch):
+    import MedSegWeb.security as security
+
+    monkeypatch.setattr(security, "MAX_TREE_ENTRIES", 3)
+    for n in range(5):
+        (root / "case" / f"{n}.dcm").write_bytes(b"d")
+    with pytest.raises(ValueError, match="too many to check"):
+        resolve_in_root(root, "case")
