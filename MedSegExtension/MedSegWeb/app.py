@@ -133,6 +133,9 @@ class MedSegWebApp(TrameApp):
         s.island_min_voxels = 1000
         s.smoothing_mode = "median"
         s.smoothing_mm = 3.0
+        s.threshold_min, s.threshold_max = 0.0, 0.0  # set from the volume when a result arrives
+        s.logical_operation = "copy"
+        s.logical_other = ""
         s.segment_items = []
         s.segment_id = ""
         s.table_rows = []
@@ -160,6 +163,8 @@ class MedSegWebApp(TrameApp):
         s.overlay = getattr(session, "shown_overlay", None) or ""
         s.segment_items = session.segment_items()
         s.segment_id = s.segment_items[0]["value"] if s.segment_items else ""
+        s.logical_other = s.segment_items[1]["value"] if len(s.segment_items) > 1 else ""
+        s.threshold_min, s.threshold_max = session.threshold_defaults()
         s.effect = "none"  # a new result starts with no effect active (the editor's is deactivated)
         s.review_items = [{"title": review_item_text(r), "value": i} for i, r in enumerate(session.review_regions)]
         self._show_table(session.table())
@@ -323,6 +328,19 @@ class MedSegWebApp(TrameApp):
         if self._guarded("Smoothing", self.session.smooth, s.segment_id, s.smoothing_mode, s.smoothing_mm):
             self._on_edit()
 
+    def threshold(self) -> None:
+        s = self.state
+        if self._guarded("Threshold", self.session.threshold, s.segment_id, s.threshold_min, s.threshold_max):
+            self._say(f"The segment is now the voxels from {s.threshold_min} to {s.threshold_max}; Undo reverts it")
+            self._on_edit()
+
+    def logical(self) -> None:
+        s = self.state
+        if self._guarded("Logical operators", self.session.logical, s.segment_id, s.logical_operation,
+                         s.logical_other):
+            self._say(f"Logical operators: {s.logical_operation} done; Undo reverts it")
+            self._on_edit()
+
     def export(self):
         try:
             content = self.session.export_zip()
@@ -377,9 +395,9 @@ class MedSegWebApp(TrameApp):
     def _on_opacity(self, opacity, **_):
         self._guarded("Opacity", self.session.set_opacity, opacity)
 
-    @change("effect", "brush_mm", "scissors_fill")
-    def _on_effect(self, effect, brush_mm, scissors_fill, **_):
-        self._guarded("Edit", self.session.set_effect, effect, brush_mm, scissors_fill)
+    @change("effect", "brush_mm", "scissors_fill", "threshold_min", "threshold_max")
+    def _on_effect(self, effect, brush_mm, scissors_fill, threshold_min, threshold_max, **_):
+        self._guarded("Edit", self.session.set_effect, effect, brush_mm, scissors_fill, (threshold_min, threshold_max))
 
     @change("segment_id")
     def _on_segment(self, segment_id, **_):
@@ -556,8 +574,8 @@ class MedSegWebApp(TrameApp):
         html.Div("{{ progress }}", id="progress-value", style="display: none;")
 
     def _effect_options_ui(self) -> None:
-        """Scissors' fill mode (the lasso is drawn on the axial view), the options of Islands and Smoothing and their
-        Apply buttons (each on the segment picked above)."""
+        """Scissors' fill mode (the lasso is drawn on the axial view), what Draw does, the options of Threshold,
+        Islands, Smoothing and Logical operators and their Apply buttons (each on the segment picked above)."""
         v3.VSelect(v_if="effect === 'scissors'", v_model=("scissors_fill",), density="compact", hide_details=True,
                    id="scissors-fill", label="Scissors: draw on the axial view (cuts every slice)", items=(
                        "scissors_items", [{"title": t, "value": v} for v, t in (
@@ -579,6 +597,34 @@ class MedSegWebApp(TrameApp):
                           label=("smoothing_mode === 'gaussian' ? 'Sigma (mm)' : 'Kernel (mm)'",), classes="ml-2",
                           style="max-width: 130px;", id="smoothing-mm")
             v3.VBtn("Apply", id="smoothing-apply", click=self.smooth, density="compact", classes="ml-2")
+        html.Div("Draw on the axial view: press and drag around a region; on release it is added to the segment on "
+                 "that slice", v_if="effect === 'draw'", classes="text-caption", id="draw-help")
+        self._threshold_ui()
+        self._logical_ui()
+
+    def _threshold_ui(self) -> None:
+        """Threshold's intensity range (the voxels in it blink in the segment's colour on the axial view) and Apply."""
+        with html.Div(v_if="effect === 'threshold'", classes="d-flex align-center"):
+            for end in ("min", "max"):
+                v3.VTextField(v_model=(f"threshold_{end}",), type="number", label=f"Intensity {end}", density="compact",
+                              hide_details=True, style="max-width: 130px;", classes="mr-2", id=f"threshold-{end}")
+            v3.VBtn("Apply", id="threshold-apply", click=self.threshold, density="compact")
+        html.Div("The voxels in range blink in the segment's colour; Apply makes them the segment (taken from the "
+                 "other segments)", v_if="effect === 'threshold'", classes="text-caption")
+
+    def _logical_ui(self) -> None:
+        """Logical operators: the operation, the second segment (for those that read one) and Apply."""
+        with html.Div(v_if="effect === 'logical'", classes="d-flex align-center"):
+            v3.VSelect(v_model=("logical_operation",), density="compact", hide_details=True, id="logical-operation",
+                       items=("logical_items", [{"title": t, "value": v} for v, t in (
+                           ("copy", "Copy from"), ("union", "Add (union)"), ("intersect", "Intersect with"),
+                           ("subtract", "Subtract"), ("invert", "Invert"), ("clear", "Clear"))]))
+            v3.VSelect(v_if="['copy', 'union', 'intersect', 'subtract'].includes(logical_operation)",
+                       v_model=("logical_other",), items=("segment_items",), label="with segment", density="compact",
+                       hide_details=True, classes="ml-2", id="logical-other")
+            v3.VBtn("Apply", id="logical-apply", click=self.logical, density="compact", classes="ml-2")
+        html.Div("Segments do not overlap: voxels copied or added from another segment leave it",
+                 v_if="effect === 'logical'", classes="text-caption")
 
     def _result_ui(self) -> None:
         with html.Div(v_if="has_result"):
@@ -593,7 +639,8 @@ class MedSegWebApp(TrameApp):
             with v3.VBtnToggle(v_model=("effect",), mandatory=True, density="compact", classes="mt-2 flex-wrap",
                                style="height: auto;"):
                 for value, text in (("none", "View"), ("paint", "Paint"), ("erase", "Erase"),
-                                    ("scissors", "Scissors"), ("islands", "Islands"), ("smoothing", "Smoothing")):
+                                    ("scissors", "Scissors"), ("draw", "Draw"), ("threshold", "Threshold"),
+                                    ("islands", "Islands"), ("smoothing", "Smoothing"), ("logical", "Logical")):
                     v3.VBtn(text, value=value, id=f"effect-{value}")
                 for value, text in (("guided_add", "Click: add"), ("guided_remove", "Click: remove")):
                     v3.VBtn(text, value=value, id=f"effect-{value}", v_if="has_probabilities")

@@ -34,10 +34,13 @@ __all__ = ["Status", "WebSession"]
 
 RESULT_CLASSES = ("vtkMRMLSegmentationNode", "vtkMRMLTableNode", "vtkMRMLVolumeNode")
 GUIDED_CLICKS = ("guided_add", "guided_remove")  # a click in a slice view adds / removes a probable region
-EFFECTS = ("none", "paint", "erase", "scissors", "islands", "smoothing", *GUIDED_CLICKS)
+EFFECTS = ("none", "paint", "erase", "scissors", "draw", "threshold", "islands", "smoothing", "logical", *GUIDED_CLICKS)
 SCISSORS_FILLS = ("erase_inside", "erase_outside", "fill_inside", "fill_outside")
 ISLAND_MODES = ("keep_largest", "remove_small")
 SMOOTHING_MODES = ("median", "opening", "closing", "gaussian")
+LOGICAL_OPERATIONS = ("copy", "union", "intersect", "subtract", "invert", "clear")  # trame-slicer's, on 2 segments
+WITH_OTHER_SEGMENT = ("copy", "union", "intersect", "subtract")  # the operations that read a second segment
+THRESHOLD_PERCENTILES = (1.0, 99.0)  # the Threshold effect's default range: these percentiles of the volume
 
 
 @dataclass
@@ -56,15 +59,20 @@ class Status:
 def _effect_types() -> dict[str, type]:
     """The page's effect names -> trame-slicer's segment editor effect classes."""
     from trame_slicer.segmentation import (
+        SegmentationEffectDraw,
         SegmentationEffectErase,
         SegmentationEffectIslands,
+        SegmentationEffectLogicalOperators,
         SegmentationEffectPaint,
         SegmentationEffectScissors,
         SegmentationEffectSmoothing,
+        SegmentationEffectThreshold,
     )
 
     return {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase, "scissors": SegmentationEffectScissors,
-            "islands": SegmentationEffectIslands, "smoothing": SegmentationEffectSmoothing}
+            "draw": SegmentationEffectDraw, "threshold": SegmentationEffectThreshold,
+            "islands": SegmentationEffectIslands, "smoothing": SegmentationEffectSmoothing,
+            "logical": SegmentationEffectLogicalOperators}
 
 
 def _nothing_under_click(add: bool, threshold: float) -> str:
@@ -99,6 +107,14 @@ def _voxel_box(box: Any) -> tuple[int, ...]:
             raise ValueError(f"{what}: {value!r} is not a whole number; type a voxel index")
         bounds.append(int(number) + n % 2)  # the last voxel -> one past it
     return tuple(bounds)
+
+
+def _threshold_range(low: Any, high: Any) -> tuple[float, float]:
+    """The Threshold effect's typed range, or ValueError naming the bound that is not a number or the fix."""
+    low, high = _number(low, "threshold minimum"), _number(high, "threshold maximum")
+    if low > high:
+        raise ValueError(f"threshold range {low:g} to {high:g}: the minimum is above the maximum; swap them")
+    return low, high
 
 
 def _number(value: Any, what: str) -> float:
@@ -483,10 +499,13 @@ class WebSession:
         jump_to(self.scene, self.review_regions[index].centroid_ras)
 
     # -- correction --------------------------------------------------------------------------------------------------
-    def set_effect(self, name: str, brush_mm: float | None = None, scissors_fill: str = "erase_inside") -> None:
+    def set_effect(self, name: str, brush_mm: float | None = None, scissors_fill: str = "erase_inside",
+                   threshold_range: tuple[Any, Any] | None = None) -> None:
         """The segment editor's effect for the views: trame-slicer's Paint, Erase, Scissors (a lasso drawn on the
-        slice view cuts the segment through every slice; `scissors_fill` one of ``SCISSORS_FILLS``), Islands (nothing
-        to draw: Apply) and Smoothing (a brush, or Apply to the whole segment), each edit a step of its undo stack;
+        slice view cuts the segment through every slice; `scissors_fill` one of ``SCISSORS_FILLS``), Draw (a polygon
+        drawn on the slice view fills the segment on that slice), Threshold (the voxels in `threshold_range` previewed
+        in the slice view in the segment's colour; Apply: :meth:`threshold`), Islands and Logical operators (nothing to
+        draw: Apply) and Smoothing (a brush, or Apply to the whole segment), each edit a step of its undo stack;
         "guided_add" / "guided_remove": a click in a slice view calls :attr:`click_handler` with its RAS point and
         whether to add (the page then calls :meth:`guided_click`); "none": view only.
         """
@@ -515,6 +534,8 @@ class WebSession:
             effect.set_brush_diameter(float(brush_mm), BrushDiameterMode.Absolute)
         if name == "scissors":
             effect.set_fill_mode(ScissorsEffectFillMode[scissors_fill.upper()])
+        if name == "threshold" and threshold_range is not None:
+            effect.set_threshold_min_max_values(_threshold_range(*threshold_range))
 
     def _effect_on(self, name: str, segment_id: str):
         """`name`'s effect made active on `segment_id` (for the effects applied by a button)."""
@@ -556,6 +577,55 @@ class WebSession:
         effect.set_kernel_size(size_mm)
         effect.set_standard_deviation(size_mm)
         effect.apply_smoothing(smoothing_mode=SmoothingEffectMode[mode.upper()])
+
+    def threshold_defaults(self) -> tuple[float, float]:
+        """The Threshold effect's starting range: the ``THRESHOLD_PERCENTILES`` of the volume shown, rounded to 4
+        significant digits ((0, 0) without a volume)."""
+        import numpy as np
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+
+        image = self.volume.GetImageData() if self.volume is not None else None
+        if image is None or image.GetPointData().GetScalars() is None:
+            return 0.0, 0.0
+        values = vtk_to_numpy(image.GetPointData().GetScalars())
+        low, high = (float(f"{v:.4g}") for v in np.percentile(values, THRESHOLD_PERCENTILES))
+        return low, high
+
+    def threshold(self, segment_id: str, low: Any, high: Any) -> None:
+        """trame-slicer's Threshold effect on one segment: as Slicer's, the segment becomes the voxels of the volume
+        whose intensity is in [`low`, `high`] (bounds included), within the editor's editable area, taken from the
+        other segments as its overwrite mode says (trame-slicer's defaults: everywhere, overwrite all); one step of
+        the undo stack."""
+        from trame_slicer.segmentation.segment_modifier import ModificationMode
+
+        low, high = _threshold_range(low, high)
+        effect = self._effect_on("threshold", segment_id)
+        effect.set_threshold_min_max_values((low, high))
+        effect.set_mode(ModificationMode.Set)  # Slicer's Threshold replaces the segment (trame-slicer's default adds)
+        effect.apply()
+
+    def logical(self, segment_id: str, operation: str, other_id: str = "") -> None:
+        """trame-slicer's Logical operators on `segment_id`: copy `other_id` into it, union with it, intersect with
+        it, subtract it, invert the segment or clear it; one step of the undo stack. With trame-slicer's default
+        overwrite mode (overwrite all) segments do not overlap: the voxels copy, union or invert give to `segment_id`
+        leave the other segments (Slicer's own operators bypass that mode and let segments overlap)."""
+        if operation not in LOGICAL_OPERATIONS:
+            raise ValueError(f"unknown logical operation {operation!r}; use one of {', '.join(LOGICAL_OPERATIONS)}")
+        if operation in WITH_OTHER_SEGMENT:
+            names = dict(zip(self.app.segmentation_editor.get_segment_ids(),
+                             self.app.segmentation_editor.get_segment_names(), strict=True))
+            if other_id not in names:
+                raise ValueError(f"{operation} needs a second segment: pick one in \"with segment\"")
+            if other_id == segment_id:
+                raise ValueError(f"{operation} of {names[other_id]!r} with itself: pick another segment")
+        effect = self._effect_on("logical", segment_id)
+        if operation == "invert":
+            effect.invert()
+        elif operation == "clear":
+            effect.clear()
+        else:
+            {"copy": effect.copy, "union": effect.add, "intersect": effect.intersect,
+             "subtract": effect.subtract}[operation](other_id)
 
     def set_segment(self, segment_id: str) -> None:
         self.app.segmentation_editor.set_active_segment_id(segment_id)

@@ -233,6 +233,32 @@ def test_islands_smoothing_scissors_and_undo(page):
     page.click("#effect-none")
 
 
+def test_intensity_threshold_preview_apply_and_undo(page, shots):
+    """trame-slicer's Threshold from the page: the typed range is previewed on the axial view, Apply makes the
+    segment exactly the voxels numpy finds in that range, Undo restores it."""
+    import SimpleITK as sitk
+
+    volume = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE)))
+    segment = next(iter(_table(page)))
+    before = _voxel_count(page, segment)
+    time.sleep(0.5)
+    plain = _axial(page).screenshot()
+    page.click("#effect-threshold")
+    low, high = 60, 90
+    page.fill("#threshold-min", str(low))
+    page.fill("#threshold-max", str(high))
+    time.sleep(1.5)  # the preview's next streamed frames
+    assert _axial(page).screenshot() != plain
+    page.screenshot(path=str(shots / "web-threshold.png"))
+    page.click("#threshold-apply")
+    count = _wait_count(page, segment, before)
+    assert count == int(((volume >= low) & (volume <= high)).sum()) > 0
+    assert "Undo reverts it" in _message(page)
+    page.click("#undo-button")
+    assert _wait_count(page, segment, count) == before
+    page.click("#effect-none")
+
+
 def _threshold(page, keys: list[str]) -> None:
     """Keys pressed on the probability threshold slider (Home 0.05, End 0.95, arrows 0.05 steps)."""
     page.locator(".v-slider:has(#guided-threshold) .v-slider-thumb").focus()
