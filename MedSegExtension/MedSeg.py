@@ -32,6 +32,7 @@ from MedSegLib.panel import (
     Device,
     activation_choices,
     channel_labels,
+    default_model,
     describe_card,
     device_summary,
     done_message,
@@ -205,7 +206,7 @@ class MedSegWidget(ResultsMixin, CorrectionsMixin, ScriptedLoadableModuleWidget,
         if not p.inputVolume:
             p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
         if not p.modelName and self._choices:
-            self._pickModel(next(iter(self._choices)))
+            self._pickModel(default_model(self._choices))
         if str(p.outputFolder) in ("", "."):
             p.outputFolder = pathlib.Path.home() / "MedSeg"
 

@@ -35,6 +35,7 @@ __all__ = [
     "activation_choices",
     "card_tooltip",
     "channel_labels",
+    "default_model",
     "describe_card",
     "device_summary",
     "finetuned_title",
@@ -100,6 +101,16 @@ class ModelChoice:
     @property
     def tooltip(self) -> str:
         return card_tooltip(self.card, None if self.bundled else self.key)
+
+
+DEFAULT_MODEL = "hippocampus-unet3d"  # what a first Segment runs: the model of the bundled sample, quick on a CPU
+
+
+def default_model(keys: Sequence[str] | Any) -> str:
+    """The picker's first selection among model `keys`: :data:`DEFAULT_MODEL` when offered, else the first key
+    ("" for none), so a larger bundled model (an abdominal CT one) sorting first is never picked unasked."""
+    keys = list(keys)
+    return DEFAULT_MODEL if DEFAULT_MODEL in keys else (keys[0] if keys else "")
 
 
 def model_choices(bundled: Sequence[Any], user_paths: Sequence[str],

@@ -27,7 +27,7 @@ from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 from medseg.outputs import safe_slug
 from MedSegLib.headless import register_converter_rules
-from MedSegLib.panel import CHANNEL_FIELDS, Device, overlay_label, postprocess_defaults, review_item_text
+from MedSegLib.panel import CHANNEL_FIELDS, Device, default_model, overlay_label, postprocess_defaults, review_item_text
 from MedSegLib.tables import COLUMNS
 
 from .security import ServeOptions
@@ -94,7 +94,7 @@ class MedSegWebApp(TrameApp):
         s.trame__title = "MedSeg"
         choices = self.session.choices
         s.model_items = [{"title": c.text, "value": k} for k, c in choices.items()]
-        s.model_name = next(iter(choices), "")
+        s.model_name = default_model(choices)
         s.card_text = self.session.card_text(s.model_name)
         s.activation_items = self.session.activation_items(s.model_name)
         s.activation_class = ""

@@ -213,3 +213,12 @@ def test_ensure_requirements_asks_first_then_installs_and_checks_again():
     assert state == "incomplete"
     assert message.startswith("Still missing or too old after installing: PyTorch (not installed), safetensors (not "
                               "installed)")
+
+
+def test_the_first_selection_is_the_samples_model_even_when_another_sorts_first():
+    from MedSegLib.panel import DEFAULT_MODEL, default_model
+
+    assert default_model(["abdominal-ct-organs", "hippocampus-unet3d", "left-atrium-vnet"]) == DEFAULT_MODEL
+    assert default_model({"abdominal-ct-organs": 1, DEFAULT_MODEL: 2}) == DEFAULT_MODEL  # a dict of choices
+    assert default_model(["/tmp/mine.safetensors"]) == "/tmp/mine.safetensors"
+    assert default_model([]) == ""
