@@ -228,7 +228,8 @@ def test_generous_bounds_take_real_models(tiny_model):
 
 def test_bundled_cards_pass_the_bounds():
     entries = bundled_models()
-    assert [e.name for e in entries] == ["hippocampus-unet3d", "hippocampus-unetpp", "left-atrium-vnet"]
+    assert [e.name for e in entries] == ["abdominal-ct-organs", "hippocampus-unet3d", "hippocampus-unetpp",
+                                         "left-atrium-vnet"]
     for entry in entries:
         assert 0 < parameter_count(entry.card) * 4 < MAX_PARAMETER_BYTES
 
