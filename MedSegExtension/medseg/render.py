@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .geometry import Geometry
+from .orientation import reorientation
 from .outputs import OutputSet
 
 __all__ = ["overview", "png_bytes", "write_png"]
@@ -71,6 +72,10 @@ def overview(image: np.ndarray, labels: np.ndarray, geometry: Geometry, colors: 
              heat: np.ndarray | None = None, panel_mm: float | None = None) -> np.ndarray:
     """An RGB picture: top row mask over the image, bottom row `heat` over the image (if given).
 
+    The volume is first brought to LPS voxel order (permutation and flips only), so the panels read as in a
+    radiology viewer for any stored orientation: axial with anterior up and the patient's right on the left,
+    coronal and sagittal with superior up.
+
     Args:
         image: `(Z, Y, X)` intensities; labels: `(Z, Y, X)` label map on the same grid.
         geometry: for the spacing (millimetre-square pixels).
@@ -78,6 +83,9 @@ def overview(image: np.ndarray, labels: np.ndarray, geometry: Geometry, colors: 
         heat: `(Z, Y, X)` map in [0, 1] (Grad-CAM, probability, uncertainty).
         panel_mm: pixel size in mm (default: a quarter of the finest spacing).
     """
+    to_lps = reorientation(geometry, labels.shape, "LPS")  # shown as radiologists read it, whatever the voxel order
+    image, labels, geometry = to_lps.apply(image), to_lps.apply(labels), to_lps.geometry
+    heat = None if heat is None else to_lps.apply(heat)
     fg = np.argwhere(labels > 0)
     center = fg.mean(0) if len(fg) else np.asarray(labels.shape) / 2
     sx, sy, sz = geometry.spacing
