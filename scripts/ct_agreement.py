@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the numbers as JSON")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--machine", default="2 CPU cores shared with a running training",
+    p.add_argument("--machine", default="2 CPU cores",
                    help="what the machine was doing (written into the report)")
     args = p.parse_args(argv)
     checkpoint = resolve_checkpoint(args.model)

@@ -4,7 +4,7 @@
 #   scripts/demo.sh                      # Resources/Samples/hippocampus_001_T1w.nii.gz
 #   scripts/demo.sh my_t1.nii.gz         # any T1w volume cropped around a hippocampus
 #   MODEL=abdominal-ct-organs scripts/demo.sh ct.nii.gz   # a CT in HU (a file or a DICOM folder), 13 organs
-#   MODEL=runs/abdominal-ct-organs/best.safetensors scripts/demo.sh ../shared/data/examples/totalsegmentator/example_ct.nii.gz
+#   MODEL=abdominal-ct-organs scripts/demo.sh Resources/Samples/abdomen_ct_example_sm.nii.gz   # the bundled CT sample
 # MODEL is a bundled model's name or a checkpoint path. Test-time flips (8 passes) are on for the default
 # hippocampus run and off for another model unless TTA=1 (on a full CT they multiply a CPU run's time by 8);
 # the Grad-CAM map is of ACTIVATION_CLASS (default: posterior hippocampus for the default model, else the

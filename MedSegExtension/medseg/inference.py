@@ -167,7 +167,7 @@ def _reliability_warnings(card: ModelCard) -> list[str]:
     weak = card.unreliable_labels()
     if not weak:
         return []
-    names = ", ".join(f"{printable(name)} {dice:.2f}" for name, dice in weak)
+    names = ", ".join(f"{printable(name)} {dice:.3f}" for name, dice in weak)
     return [f"model '{printable(card.name)}' segments {len(weak)} of its {len(card.foreground_labels)} labels "
             f"unreliably (validation Dice below {UNRELIABLE_DICE:g}: {names}): do not use their outlines or volumes "
             "without checking and correcting them"]

@@ -79,7 +79,10 @@ def test_card_refuses_infinite_temperature_text():
 def test_bundled_cards_carry_a_calibration_that_covers():
     for name, entry in MODELS.items():
         cal = entry.card.calibration
-        assert cal is not None, f"{name}: no calibration; run scripts/calibrate.py"
+        if cal is None:  # allowed only where a 90 % split-conformal interval cannot exist (fewer than 9 cases):
+            # abdominal-ct-organs, 6 validation cases; its NLL temperature did not lower the ECE (0.0482 -> 0.0496)
+            assert entry.card.metrics["evaluation"]["cases"] < 9, f"{name}: no calibration; run scripts/calibrate.py"
+            continue
         assert 0.05 <= cal["temperature"] <= 20 and cal["ece_after"] < cal["ece_before"]
         interval = cal["volume_interval"]
         assert interval["level"] == 0.9

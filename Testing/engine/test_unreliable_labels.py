@@ -57,7 +57,7 @@ def test_every_result_of_such_a_model_carries_the_warning():
         np.random.default_rng(0).normal(size=(1, 8, 8, 8)).astype(np.float32), GEOMETRY)
     weak = [w for w in result.warnings if "unreliably" in w]
     assert len(weak) == 1
-    assert "1 of its 2 labels" in weak[0] and "pancreas 0.08" in weak[0] and "liver" not in weak[0]
+    assert "1 of its 2 labels" in weak[0] and "pancreas 0.080" in weak[0] and "liver" not in weak[0]
     assert "\x1b" not in weak[0]  # the card's text is shown printable
     assert weak[0] in result.report()["warnings"]
 
