@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from card_support import card_dict
+from threshold_net import Threshold
 
 from medseg.card import ModelCard
 from medseg.checkpoint import LoadedModel, load_checkpoint, read_card, save_checkpoint
@@ -18,23 +19,10 @@ from medseg.cli import build_parser, main
 from medseg.cli_segment import postprocess_options
 from medseg.geometry import Geometry
 from medseg.inference import Segmenter, SegmentOptions
-from medseg.models.base import SegmentationNetwork
 from medseg.postprocess import PostprocessOptions, card_default
 
 GEOMETRY = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
 ALL_OFF = {"largest_component": False, "fill_holes": False, "min_island_ml": 0.0}
-
-
-class Threshold(SegmentationNetwork):
-    """Class 1 where the input is positive: the labels before post-processing are known voxel by voxel."""
-
-    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2):
-        super().__init__(spatial_dims, in_channels, num_classes)
-        self.scale = torch.nn.Parameter(torch.tensor(50.0))
-
-    def forward(self, x):
-        s = x[:, :1] * self.scale
-        return torch.cat([-s, s], 1)
 
 
 def _segmenter(postprocess: dict | None) -> Segmenter:

@@ -8,29 +8,17 @@ import numpy as np
 import pytest
 import torch
 from card_support import card_dict
+from threshold_net import Threshold
 
 from medseg.card import ModelCard
 from medseg.checkpoint import LoadedModel
 from medseg.geometry import Geometry
 from medseg.inference import Segmenter, SegmentOptions, inference_window
 from medseg.models import build_model
-from medseg.models.base import SegmentationNetwork
 from medseg.sliding_window import Cancelled, CancelToken
 
 OBLIQUE = Geometry((0.7, 1.3, 2.5), (10.0, -20.0, 30.0),
                    tuple(map(tuple, np.linalg.qr(np.array([[2.0, 1, 0], [-1, 2, 1], [0, 1, 3]]))[0])))
-
-
-class Threshold(SegmentationNetwork):
-    """Class 1 where the (normalised) input is positive: a network whose right answer is known voxel by voxel."""
-
-    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2):
-        super().__init__(spatial_dims, in_channels, num_classes)
-        self.scale = torch.nn.Parameter(torch.tensor(50.0))
-
-    def forward(self, x):
-        s = x[:, :1] * self.scale
-        return torch.cat([-s, s], 1)
 
 
 def _threshold_segmenter(spatial_dims=3, spacing=None, patch=(16, 16, 16), slice_axis=0) -> Segmenter:

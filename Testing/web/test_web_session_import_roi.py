@@ -5,7 +5,6 @@ named with what it lacks, and a boxed run is empty outside the box and the engin
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,33 +15,16 @@ pytest.importorskip("trame_slicer", reason="needs trame-slicer (the web extra: s
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from nnunet_folder import write_results_folder
+from web_support import SAMPLE, finish, open_session
 
-from MedSegWeb.security import ServeOptions
-from MedSegWeb.session import WebSession
-
-SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "hippocampus_001_T1w.nii.gz"
 FAST = {"device": "cpu", "uncertainty": False, "probabilities": False}
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    from trame_slicer.core import SlicerApp
-
-    from MedSegLib.headless import register_converter_rules
-
-    register_converter_rules()
-    root = tmp_path_factory.mktemp("root")
-    shutil.copy(SAMPLE, root / SAMPLE.name)
-    session = WebSession(SlicerApp(), ServeOptions(data_root=root))
+    session = open_session(tmp_path_factory.mktemp("root"))
     yield session
     session.close()
-
-
-def _finish(session):
-    assert session.task.wait(120)
-    status = session.poll()
-    assert status.applied, status.error
-    return status
 
 
 def test_nnunet_results_folder_becomes_a_model_that_runs(session):
@@ -61,7 +43,7 @@ def test_nnunet_results_folder_becomes_a_model_that_runs(session):
     assert "Dataset777_Tiny" in choice.text or choice.card.name in choice.text
     session.open_path(SAMPLE.name)
     session.start({"modelName": key, **FAST})
-    _finish(session)
+    finish(session)
     image, geometry = read_image(SAMPLE)
     expected = session.cache.get(key, "cpu").segment(image, geometry, SegmentOptions(
         uncertainty=False, review=False, postprocess=PostprocessOptions()))
@@ -111,7 +93,7 @@ def test_limit_to_box_is_the_engines_roi_run(session):
         session.start({"modelName": "hippocampus-unet3d", **FAST, "roiBox": [2, "x", 3, 48, 0, 9]})
     assert session.task is None
     session.start({"modelName": "hippocampus-unet3d", **FAST, "roiBox": box})
-    _finish(session)
+    finish(session)
     assert roi_to_ijk_box(session.roi, volume) == half_open and session.roi.GetDisplayNode().GetVisibility()
     assert session.box_text() == f"Box: voxels i 2-30, j 3-48, k 0-{k_cut} (29 x 46 x {k_cut + 1} mm)"  # 1 mm voxels
     labels = ai_labels(session.segmentation, volume)
@@ -124,6 +106,6 @@ def test_limit_to_box_is_the_engines_roi_run(session):
     assert whole[~inside].any()  # the box did cut the organ: without it there is more
     assert sum(r["voxel_count"] for r in session.table()) == int((labels > 0).sum())
     session.start({"modelName": "hippocampus-unet3d", **FAST, "roiBox": None})  # box off: the whole volume, ROI hidden
-    _finish(session)
+    finish(session)
     assert np.array_equal(ai_labels(session.segmentation, volume), whole)
     assert not session.roi.GetDisplayNode().GetVisibility() and session.box_text() == ""

@@ -4,7 +4,6 @@ removes a region as one undo step (or says why nothing changed)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,31 +11,14 @@ import pytest
 
 pytest.importorskip("trame_slicer", reason="needs trame-slicer (the web extra: see scripts/setup.sh)")
 
-from MedSegWeb.security import ServeOptions
-from MedSegWeb.session import WebSession
-
-SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "Samples" / "hippocampus_001_T1w.nii.gz"
+from web_support import SAMPLE, finish, open_session
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    from trame_slicer.core import SlicerApp
-
-    from MedSegLib.headless import register_converter_rules
-
-    register_converter_rules()
-    root = tmp_path_factory.mktemp("root")
-    shutil.copy(SAMPLE, root / SAMPLE.name)
-    session = WebSession(SlicerApp(), ServeOptions(data_root=root))
+    session = open_session(tmp_path_factory.mktemp("root"))
     yield session
     session.close()
-
-
-def _finish(session):
-    assert session.task.wait(120)
-    status = session.poll()
-    assert status.applied, status.error
-    return status
 
 
 def test_unetpp_options_reach_the_run(session):
@@ -45,12 +27,12 @@ def test_unetpp_options_reach_the_run(session):
     assert session.is_unetpp("hippocampus-unetpp") and not session.is_unetpp("hippocampus-unet3d")
     session.start({"modelName": "hippocampus-unetpp", "device": "cpu", "pruneLevel": 2, "accurate": True,
                    "uncertainty": False, "probabilities": False})
-    _finish(session)
+    finish(session)
     network = session.cache.get("hippocampus-unetpp", "cpu").model
     assert (network.prune_level, network.accurate) == (2, True)
     session.start({"modelName": "hippocampus-unetpp", "device": "cpu", "pruneLevel": "3", "accurate": False,
                    "uncertainty": False, "probabilities": False})
-    _finish(session)
+    finish(session)
     assert (network.prune_level, network.accurate) == (3, False)
     settings = session.settings({"modelName": "hippocampus-unet3d", "pruneLevel": 2, "accurate": True})
     assert settings.prune_level is None and not settings.accurate  # not a UNet++: the options are not passed
@@ -95,7 +77,7 @@ def test_multichannel_model_takes_one_volume_per_channel(session, two_channel_mo
     with pytest.raises(ValueError, match="T2w"):  # the second channel not picked: refused by its card name
         session.start({**run, "inputVolume": t1.GetID()})
     session.start({**run, "inputVolume": t1.GetID(), "channel2Volume": t2.GetID()})
-    _finish(session)
+    finish(session)
     assert session.volume is t1 and session.segmentation is not None  # the result is on the first channel
     channels = [read_image(root / name)[0] for name in ("t1.nii.gz", "t2.nii.gz")]
     expected = Segmenter(two_channel_model, device="cpu").segment(
@@ -125,7 +107,7 @@ def test_guided_click_adds_removes_and_undoes(session):
 
     session.open_path(SAMPLE.name)
     session.start({"modelName": "hippocampus-unet3d", "device": "cpu"})
-    _finish(session)
+    finish(session)
     segment = session.segment_items()[0]["value"]
     before = session.table()[0]["voxel_count"]
     probability = slicer.util.arrayFromVolume(probability_overlay(session.segmentation, segment))
